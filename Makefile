@@ -1,0 +1,37 @@
+# Two promises (see README): `make demo` and `make test`, on a fresh machine
+# with nothing but Python 3.11. Everything is installed into .venv here.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Size of the demo's training arrays (train split); validation is a tenth.
+DEMO_GB ?= 1.0
+DEMO_DIR ?= demo_data
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint format clean bench
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -e '.[beam,hdf5,test,dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python examples/demo.py --gb $(DEMO_GB) --workdir $(DEMO_DIR)
+
+lint: install
+	$(BIN)/ruff check tfds_bigarrays tests examples benchmarks
+	$(BIN)/mypy tfds_bigarrays
+
+test: install lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+format: install
+	$(BIN)/ruff format tfds_bigarrays tests examples benchmarks
+	$(BIN)/ruff check --fix tfds_bigarrays tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""An example dataset folder in the TFDS layout (see README: declarative path)."""

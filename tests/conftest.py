@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny arrays, one small dataset built once per session."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def root() -> pathlib.Path:
+    return ROOT
+
+
+def run_python(code: str, *, env: dict[str, str] | None = None, cwd=None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter of this venv."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+
+
+def run_cli(*args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs the installed `tfds-bigarrays` console script."""
+    exe = pathlib.Path(sys.executable).parent / "tfds-bigarrays"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def small_arrays(tmp_path_factory) -> dict[str, np.ndarray | pathlib.Path]:
+    """A learnable task of 3000 train and 500 validation rows, saved as .npy."""
+    d = tmp_path_factory.mktemp("arrays")
+    rng = np.random.default_rng(7)
+    out: dict = {}
+    for split, n in (("train", 3000), ("validation", 500)):
+        x = rng.normal(size=(n, 8)).astype(np.float32)
+        y = (x.sum(axis=1) > 0).astype(np.int64)
+        np.save(d / f"x_{split}.npy", x)
+        np.save(d / f"y_{split}.npy", y)
+        out[f"x_{split}"], out[f"y_{split}"] = x, y
+    out["dir"] = d
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory, small_arrays):
+    """`small` built once, in several shards, with supervised keys (x, y)."""
+    import tfds_bigarrays as tb
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    d = small_arrays["dir"]
+    builder = tb.build(
+        "small",
+        data_dir=data_dir,
+        splits={
+            "train": {"x": d / "x_train.npy", "y": d / "y_train.npy"},
+            "validation": {"x": d / "x_validation.npy", "y": d / "y_validation.npy"},
+        },
+        supervised_keys=("x", "y"),
+        shard_bytes=20_000,  # several shards of a few hundred rows
+    )
+    return {"data_dir": data_dir, "builder": builder, **small_arrays}

@@ -1,0 +1,5 @@
+import sys
+
+from tfds_bigarrays._cli import main
+
+sys.exit(main())

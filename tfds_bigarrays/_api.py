@@ -1,0 +1,125 @@
+"""`tfds_bigarrays.build`: build a dataset from arrays without writing a class."""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from tfds_bigarrays._builder import DEFAULT_SHUFFLE_BUFFER_BYTES, ArrayDatasetBuilder
+from tfds_bigarrays._plan import (
+    DEFAULT_SHARD_BYTES,
+    MIN_SHARD_BYTES,
+    PlanError,
+    check_dataset_name,
+    make_plan,
+)
+
+
+class DatasetExistsError(FileExistsError):
+    """The dataset version is already built; versions are never overwritten silently."""
+
+
+def _check_version(version: Any) -> str:
+    text = str(version)
+    if not re.fullmatch(r"\d+\.\d+\.\d+", text):
+        raise PlanError(f"version={version!r} must look like '1.0.0' (major.minor.patch).")
+    return text
+
+
+def _check_bytes(value: Any, *, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PlanError(f"{what}={value!r} must be an int >= {minimum} (bytes).")
+    return value
+
+
+def builder_class(
+    name: str,
+    *,
+    version: str = "1.0.0",
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    shuffle_buffer_bytes: int = DEFAULT_SHUFFLE_BUFFER_BYTES,
+    description: str | None = None,
+) -> type[ArrayDatasetBuilder]:
+    """An unregistered `ArrayDatasetBuilder` subclass named `name`.
+
+    Unregistered, so that several builds of one name can share a process; a
+    later `tfds.load(name)` finds the data through its files.
+    """
+    check_dataset_name(name)
+    version = _check_version(version)
+    attrs = {
+        "name": name,
+        "VERSION": tfds.core.Version(version),
+        "RELEASE_NOTES": {version: "Built with tfds-bigarrays."},
+        "SHARD_BYTES": _check_bytes(shard_bytes, what="shard_bytes", minimum=MIN_SHARD_BYTES),
+        "SHUFFLE_BUFFER_BYTES": _check_bytes(
+            shuffle_buffer_bytes, what="shuffle_buffer_bytes", minimum=1
+        ),
+        "DESCRIPTION": description or f"Arrays converted by tfds-bigarrays into {name}.",
+        "__module__": __name__,
+    }
+    class_name = "".join(p.capitalize() for p in name.split("_")) or "Arrays"
+    return types.new_class(
+        class_name, (ArrayDatasetBuilder,), {"skip_registration": True},
+        lambda ns: ns.update(attrs),
+    )
+
+
+def build(
+    name: str,
+    *,
+    splits: Mapping[str, Mapping[str, Any]],
+    data_dir: str | os.PathLike | None = None,
+    supervised_keys: Sequence[str] | None = None,
+    version: str = "1.0.0",
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    shuffle_buffer_bytes: int = DEFAULT_SHUFFLE_BUFFER_BYTES,
+    description: str | None = None,
+    overwrite: bool = False,
+) -> tfds.core.DatasetBuilder:
+    """Builds a TFDS dataset from arrays and returns its builder.
+
+    Every source is opened and checked before anything is written, so bad
+    input leaves no folder behind.
+
+    Args:
+      name: dataset name (lower snake case), as later given to `tfds.load`.
+      splits: split name -> feature name -> source: a numpy array, a `.npy`
+        path, or `PATH.npz:MEMBER`.
+      data_dir: TFDS data directory (default: TFDS's, `~/tensorflow_datasets`).
+      supervised_keys: (input, target) feature names for `as_supervised=True`.
+      version: dataset version, `major.minor.patch`.
+      shard_bytes: bound on each shard file's size.
+      shuffle_buffer_bytes: default bound on the reader's shuffle buffer.
+      description: free text recorded in `dataset_info.json`.
+      overwrite: rebuild if this version already exists.
+
+    Returns:
+      The builder; `builder.as_dataset(...)` or `tfds.load(name, ...)` read it.
+
+    Raises:
+      PlanError, SourceError, SpecError: bad input, named.
+      DatasetExistsError: the version exists and `overwrite` is False.
+    """
+    cls = builder_class(name, version=version, shard_bytes=shard_bytes,
+                        shuffle_buffer_bytes=shuffle_buffer_bytes, description=description)
+    plan = make_plan(splits, supervised_keys=supervised_keys)
+    builder = cls(plan=plan, data_dir=os.fspath(data_dir) if data_dir is not None else None)
+    if epath.Path(builder.data_path).exists() and not overwrite:
+        raise DatasetExistsError(
+            f"{name} version {version} already exists at {builder.data_path}. "
+            "Pass overwrite=True (--overwrite) to rebuild it, or give a new "
+            "version (--version)."
+        )
+    mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(download_mode=mode, try_download_gcs=False)
+    )
+    return builder

@@ -1,0 +1,218 @@
+"""`ArrayDatasetBuilder`: a TFDS builder whose examples are rows of arrays."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from tfds_bigarrays import _reader
+from tfds_bigarrays._encoding import RecordCodec
+from tfds_bigarrays._features import to_tfds_features
+from tfds_bigarrays._layout import Layout, write_layout
+from tfds_bigarrays._plan import (
+    DEFAULT_SHARD_BYTES,
+    MIN_SHARD_BYTES,
+    DatasetPlan,
+    PlanError,
+    make_plan,
+    shard_ranges,
+)
+from tfds_bigarrays._version import __version__
+from tfds_bigarrays._writer import write_shard
+
+MiB = 1 << 20
+DEFAULT_SHUFFLE_BUFFER_BYTES = 128 * MiB
+
+
+def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+    out = []
+    for features in (splits or {}).values():
+        for value in features.values():
+            if isinstance(value, (str, os.PathLike)) and not os.path.isabs(os.fspath(value)):
+                out.append(os.fspath(value))
+    return out
+
+
+class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A TFDS dataset whose examples are the rows of NumPy arrays.
+
+    Subclass it declaratively::
+
+        class MyArrays(tfds_bigarrays.ArrayDatasetBuilder):
+          VERSION = tfds.core.Version("1.0.0")
+          RELEASE_NOTES = {"1.0.0": "Initial release."}
+          SPLITS = {
+              "train": {"x": "x_train.npy", "y": "y_train.npy"},
+              "validation": {"x": "x_val.npy", "y": "y_val.npy"},
+          }
+          SUPERVISED_KEYS = ("x", "y")
+
+    Relative paths are taken from the TFDS manual directory
+    (`tfds build --manual_dir=DIR`); absolute paths, numpy arrays and
+    `PATH.npz:MEMBER` work too. Override `_split_sources` to compute them.
+
+    Shards hold one serialized `tf.train.Example` per row, with the feature
+    specs recorded in `features.json`, so stock TFDS reads the result; with
+    `tfds_bigarrays` imported, `tfds.load` adds example-level shuffling within a
+    byte budget and batch-at-a-time decoding.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    SPLITS: ClassVar[Mapping[str, Mapping[str, Any]] | None] = None
+    SUPERVISED_KEYS: ClassVar[tuple[str, str] | None] = None
+    SHARD_BYTES: ClassVar[int] = DEFAULT_SHARD_BYTES
+    SHUFFLE_BUFFER_BYTES: ClassVar[int] = DEFAULT_SHUFFLE_BUFFER_BYTES
+    DESCRIPTION: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        relative = _relative_paths(cls.__dict__.get("SPLITS"))
+        if relative and "MANUAL_DOWNLOAD_INSTRUCTIONS" not in cls.__dict__:
+            cls.MANUAL_DOWNLOAD_INSTRUCTIONS = (
+                "Put these files in the manual directory (`tfds build "
+                f"--manual_dir=DIR`): {', '.join(sorted(set(relative)))}."
+            )
+
+    def __init__(self, *, plan: DatasetPlan | None = None, **kwargs: Any):
+        # A plan made (and checked) before construction, by `tfds_bigarrays.build`.
+        self._plan = plan
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        # Features are inferred from the sources at build time, and read back
+        # from features.json when loading, unless a plan already knows them.
+        features = to_tfds_features(self._plan.specs) if self._plan else None
+        keys = self._plan.supervised_keys if self._plan else self.SUPERVISED_KEYS
+        return self.dataset_info_from_configs(
+            description=self.DESCRIPTION or (self.__doc__ or "").strip().split("\n")[0],
+            features=features,
+            supervised_keys=tuple(keys) if keys else None,
+        )
+
+    def _split_sources(self, dl_manager: tfds.download.DownloadManager) -> Mapping[str, Mapping[str, Any]]:
+        """Split name -> feature name -> source. Override to compute sources."""
+        if self.SPLITS is None:
+            raise PlanError(
+                f"{type(self).__name__} declares no SPLITS. Set SPLITS = "
+                "{'train': {'x': 'x.npy', 'y': 'y.npy'}} or override _split_sources()."
+            )
+        return self.SPLITS
+
+    def _split_generators(self, dl_manager):  # pragma: no cover - not used
+        raise NotImplementedError(
+            "ArrayDatasetBuilder writes its shards itself; override _split_sources()."
+        )
+
+    def _generate_examples(self, **kwargs):  # pragma: no cover - not used
+        raise NotImplementedError(
+            "ArrayDatasetBuilder writes its shards itself; override _split_sources()."
+        )
+
+    def _make_plan(self, dl_manager, download_config) -> DatasetPlan:
+        root = None
+        if self.MANUAL_DOWNLOAD_INSTRUCTIONS and not self._plan:
+            root = dl_manager.manual_dir
+        if self._plan is not None:
+            plan = self._plan
+            limit = download_config.max_examples_per_split
+            if limit is None:
+                return plan
+            return make_plan(
+                {s: sp.sources for s, sp in plan.splits.items()},
+                supervised_keys=plan.supervised_keys,
+                max_examples_per_split=limit,
+            )
+        return make_plan(
+            self._split_sources(dl_manager),
+            supervised_keys=self.SUPERVISED_KEYS,
+            root=root,
+            max_examples_per_split=download_config.max_examples_per_split,
+        )
+
+    def _download_and_prepare(self, dl_manager, download_config) -> None:
+        if not isinstance(self.SHARD_BYTES, int) or self.SHARD_BYTES < MIN_SHARD_BYTES:
+            raise PlanError(
+                f"SHARD_BYTES={self.SHARD_BYTES!r} must be an int >= {MIN_SHARD_BYTES}."
+            )
+        plan = self._make_plan(dl_manager, download_config)
+        features = to_tfds_features(plan.specs)
+        if self.info.features is None:
+            # DatasetInfo has no public setter; features known only now.
+            self.info._features = features  # noqa: SLF001
+        codec = RecordCodec(plan.specs)
+        split_infos = []
+        for split in plan.splits.values():
+            template = self._get_filename_template(split_name=split.name)
+            ranges = shard_ranges(split.num_examples, frame_bytes=codec.frame_bytes,
+                                  shard_bytes=self.SHARD_BYTES)
+            paths = template.sharded_filepaths(len(ranges))
+            results = [
+                write_shard(sources=split.sources, rows=rows, path=path, codec=codec)
+                for rows, path in zip(ranges, paths)
+            ]
+            split_infos.append(
+                tfds.core.SplitInfo(
+                    name=split.name,
+                    shard_lengths=[r.num_examples for r in results],
+                    num_bytes=sum(r.num_bytes for r in results),
+                    filename_template=template,
+                )
+            )
+        self.info.set_splits(tfds.core.SplitDict(split_infos))
+        write_layout(
+            self.data_path,
+            Layout(
+                specs=plan.specs,
+                record_bytes=codec.record_bytes,
+                shuffle_buffer_bytes=int(self.SHUFFLE_BUFFER_BYTES),
+                provenance={
+                    "tfds_bigarrays": __version__,
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    "host": socket.gethostname(),
+                    "sources": {
+                        s.name: {f: src.description for f, src in s.sources.items()}
+                        for s in plan.splits.values()
+                    },
+                },
+            ),
+        )
+
+    def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
+        """As TFDS's, and on failure removes the folders it created."""
+        name_dir = epath.Path(self.data_dir_root) / self.name
+        existed = name_dir.exists()
+        try:
+            super().download_and_prepare(*args, **kwargs)
+        except BaseException:
+            if not existed and name_dir.exists():
+                _remove_empty_tree(name_dir)
+            raise
+
+    def _build_single_dataset(self, split, batch_size, shuffle_files, decoders,
+                              read_config, as_supervised):
+        return _reader.build_single_dataset(
+            self,
+            super()._build_single_dataset,
+            split=split,
+            batch_size=batch_size,
+            shuffle_files=shuffle_files,
+            decoders=decoders,
+            read_config=read_config,
+            as_supervised=as_supervised,
+        )
+
+
+def _remove_empty_tree(path: epath.Path) -> None:
+    """Removes `path` if it holds nothing but empty folders."""
+    for child in path.iterdir():
+        if child.is_dir():
+            _remove_empty_tree(child)
+    if not any(path.iterdir()):
+        path.rmdir()

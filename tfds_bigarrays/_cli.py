@@ -1,0 +1,147 @@
+"""`tfds-bigarrays`: the command line.
+
+Logging and TensorFlow's chatter are configured in `main()`, never at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class UsageError(ValueError):
+    """A command-line argument is malformed."""
+
+
+def parse_size(text: str, *, flag: str) -> int:
+    """'256MiB', '1G', '4096' -> bytes (binary units)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"{flag}={text!r} is not a size; write e.g. 256MiB, 1G or 65536.")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "")[:1].upper()])
+
+
+def parse_split(text: str) -> tuple[str, dict[str, str]]:
+    """'train:x=X.npy,y=Y.npy' -> ('train', {'x': 'X.npy', 'y': 'Y.npy'})."""
+    example = "--split train:x=x_train.npy,y=y_train.npy"
+    if ":" not in text:
+        raise UsageError(f"--split {text!r} has no split name; write it as {example}.")
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise UsageError(f"--split {text!r} has an empty split name; write it as {example}.")
+    features: dict[str, str] = {}
+    for item in rest.split(","):
+        feature, eq, path = item.partition("=")
+        if not eq or not feature.strip() or not path.strip():
+            raise UsageError(
+                f"--split {text!r}: {item!r} is not FEATURE=PATH; write it as {example}."
+            )
+        if feature.strip() in features:
+            raise UsageError(f"--split {text!r} names feature {feature.strip()!r} twice.")
+        features[feature.strip()] = path.strip()
+    return name.strip(), features
+
+
+def _add_build(sub) -> None:
+    p = sub.add_parser(
+        "build",
+        help="Convert arrays into a TFDS dataset.",
+        description=(
+            "Convert .npy / .npz arrays into a TFDS dataset of TFRecord shards. "
+            "Load it afterwards with `import tfds_bigarrays; tfds.load(NAME, "
+            "data_dir=DIR)`."
+        ),
+    )
+    p.add_argument("name", help="dataset name (lower snake case), e.g. my_arrays")
+    p.add_argument("--data-dir", help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)")
+    p.add_argument(
+        "--split", action="append", required=True, metavar="SPLIT:FEATURE=PATH,...",
+        help="a split and its arrays, e.g. train:x=x.npy,y=y.npy; PATH may be "
+        "FILE.npz:MEMBER. Repeat for each split.",
+    )
+    p.add_argument("--supervised", metavar="INPUT,TARGET",
+                   help="features returned by as_supervised=True, e.g. x,y")
+    p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
+    p.add_argument("--shard-size", default="256MiB", help="max shard file size (default 256MiB)")
+    p.add_argument("--shuffle-buffer", default="128MiB",
+                   help="default reader shuffle buffer, in bytes (default 128MiB)")
+    p.add_argument("--description", help="free text recorded in dataset_info.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rebuild if this version already exists")
+    p.set_defaults(func=_run_build)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    import tfds_bigarrays as tb
+
+    splits: dict[str, dict[str, str]] = {}
+    for text in args.split:
+        name, features = parse_split(text)
+        if name in splits:
+            raise UsageError(f"--split {name!r} is given twice; give each split once.")
+        splits[name] = features
+    keys = None
+    if args.supervised:
+        keys = tuple(k.strip() for k in args.supervised.split(","))
+        if len(keys) != 2 or not all(keys):
+            raise UsageError(f"--supervised {args.supervised!r} must be INPUT,TARGET, e.g. x,y.")
+    start = time.perf_counter()
+    builder = tb.build(
+        args.name,
+        splits=splits,
+        data_dir=args.data_dir,
+        supervised_keys=keys,
+        version=args.version,
+        shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
+        shuffle_buffer_bytes=parse_size(args.shuffle_buffer, flag="--shuffle-buffer"),
+        description=args.description,
+        overwrite=args.overwrite,
+    )
+    seconds = time.perf_counter() - start
+    total = sum(s.num_bytes for s in builder.info.splits.values())
+    print(f"Built {builder.name} {builder.version} at {builder.data_path}")
+    for split in builder.info.splits.values():
+        print(f"  {split.name}: {split.num_examples} examples in {split.num_shards} "
+              f"shard(s), {split.num_bytes / 1e6:.1f} MB")
+    print(f"  {total / 1e6:.1f} MB in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfds-bigarrays",
+        description="NumPy arrays bigger than RAM as TensorFlow Datasets.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_build(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    from tfds_bigarrays._api import DatasetExistsError
+    from tfds_bigarrays._encoding import RecordError
+    from tfds_bigarrays._plan import PlanError
+    from tfds_bigarrays._sources import SourceError
+    from tfds_bigarrays._spec import SpecError
+
+    try:
+        return args.func(args)
+    except (UsageError, PlanError, SourceError, SpecError, RecordError,
+            DatasetExistsError) as e:
+        print(f"tfds-bigarrays {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Array sources: where the rows of a feature come from.
+
+An `ArraySource` is anything with a spec, a length and a way to read a row
+range. The writer only ever asks for row ranges, so no source is read whole.
+File-backed sources keep nothing open between reads: each read maps the file,
+copies the rows out and unmaps it, so resident memory stays bounded however
+large the file, and a source can be pickled to another process.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import zipfile
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from tfds_bigarrays._spec import FeatureSpec, SpecError, normalize_dtype, spec_of
+
+
+class SourceError(ValueError):
+    """A source cannot be opened or does not hold what it claims."""
+
+
+@runtime_checkable
+class ArraySource(Protocol):
+    """Rows of one feature. Implementers need not inherit from this class."""
+
+    @property
+    def spec(self) -> FeatureSpec: ...
+
+    @property
+    def description(self) -> str:
+        """Where the rows come from, for messages ('x.npy', 'array', ...)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows `[start, stop)` as an array of shape `(stop - start, *spec.shape)`."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class InMemorySource:
+    """Rows of a numpy array already in memory (or memory-mapped by the caller)."""
+
+    array: np.ndarray
+    name: str = "array"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_spec", spec_of(self.array, name=self.name))
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self._spec  # type: ignore[attr-defined]
+
+    @property
+    def description(self) -> str:
+        return f"in-memory array {self.name!r} {self.array.dtype}{list(self.array.shape)}"
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.array[start:stop]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _RawLayout:
+    """Where an uncompressed `.npy` payload sits in a file."""
+
+    path: str
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran_order: bool
+
+
+def _read_npy_header(fp, *, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Reads a `.npy` header without ever evaluating a pickle.
+
+    numpy's own header parser uses `ast.literal_eval`; the payload is never
+    touched here, so an object array is refused before a byte of it is read.
+    """
+    magic = fp.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        raise SourceError(f"{where} is not a .npy file (bad magic bytes {magic[:6]!r}).")
+    major = magic[6]
+    if major == 1:
+        hlen = int.from_bytes(fp.read(2), "little")
+    elif major in (2, 3):
+        hlen = int.from_bytes(fp.read(4), "little")
+    else:
+        raise SourceError(f"{where}: unsupported .npy format version {major}.")
+    raw = fp.read(hlen)
+    if len(raw) < hlen:
+        raise SourceError(f"{where} is truncated inside its header.")
+    try:
+        header = ast.literal_eval(raw.decode("utf8" if major == 3 else "latin1"))
+        descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
+    except (ValueError, SyntaxError, KeyError, TypeError) as e:
+        raise SourceError(f"{where} has a malformed .npy header: {raw[:80]!r}.") from e
+    try:
+        dtype = np.lib.format.descr_to_dtype(descr)
+    except (TypeError, ValueError) as e:
+        raise SourceError(f"{where} has an unreadable dtype {descr!r}.") from e
+    if dtype.hasobject:
+        raise SourceError(
+            f"{where} holds Python objects (dtype={dtype}); such files can only "
+            "be read by unpickling, which tfds_bigarrays never does. Save a "
+            "numeric array instead (np.save with a fixed-width dtype)."
+        )
+    return tuple(int(d) for d in shape), bool(fortran), dtype
+
+
+class _MappedRows:
+    """Reads row ranges of an uncompressed payload through a short-lived memmap."""
+
+    _layout: _RawLayout
+    _spec: FeatureSpec
+    _description: str
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self._spec
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    def __len__(self) -> int:
+        return self._layout.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        lay = self._layout
+        mm = np.memmap(
+            lay.path,
+            dtype=lay.dtype,
+            mode="r",
+            offset=lay.offset,
+            shape=lay.shape,
+            order="F" if lay.fortran_order else "C",
+        )
+        try:
+            return np.array(mm[start:stop], order="C")
+        finally:
+            mm._mmap.close()  # type: ignore[attr-defined]  # unmap now, not at GC
+
+
+def _check_layout(layout: _RawLayout, *, file_size: int, where: str) -> None:
+    needed = int(np.prod(layout.shape, dtype=np.int64)) * layout.dtype.itemsize
+    if layout.offset + needed > file_size:
+        raise SourceError(
+            f"{where} is truncated: its header promises shape {layout.shape} "
+            f"{layout.dtype} ({needed} bytes of data) but only "
+            f"{max(0, file_size - layout.offset)} bytes follow the header. "
+            "Re-create or re-copy the file."
+        )
+    if not layout.shape:
+        raise SourceError(
+            f"{where} holds a 0-d array; the first axis must index examples."
+        )
+
+
+class NpyFileSource(_MappedRows):
+    """A `.npy` file, read by row ranges through a memory map."""
+
+    def __init__(self, path: str | os.PathLike, *, feature: str = "array"):
+        path = os.fspath(path)
+        where = f"{feature}={path!r}"
+        if not os.path.isfile(path):
+            raise SourceError(
+                f"{where}: no such file. Check the path (relative paths are "
+                f"taken from {os.getcwd()!r})."
+            )
+        with open(path, "rb") as fp:
+            shape, fortran, dtype = _read_npy_header(fp, where=where)
+            offset = fp.tell()
+        self._layout = _RawLayout(path=path, offset=offset, dtype=dtype, shape=shape,
+                                  fortran_order=fortran)
+        _check_layout(self._layout, file_size=os.path.getsize(path), where=where)
+        self._spec = _spec_from(dtype, shape, where=where)
+        self._description = path
+
+
+class NpzMemberSource(_MappedRows):
+    """One member of a `.npz` archive.
+
+    Stored (``np.savez``) members are memory-mapped in place; compressed
+    (``np.savez_compressed``) members are decompressed as a stream, forward
+    only, so a sequential writer still never holds more than one block.
+    """
+
+    def __init__(self, path: str | os.PathLike, member: str, *, feature: str = "array"):
+        path = os.fspath(path)
+        where = f"{feature}={path!r}:{member}"
+        if not os.path.isfile(path):
+            raise SourceError(f"{where}: no such file. Check the path.")
+        try:
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as e:
+            raise SourceError(f"{where}: {path!r} is not a valid .npz (zip) file.") from e
+        with zf:
+            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+            if member not in names:
+                raise SourceError(
+                    f"{where}: the archive has no member {member!r}; it has "
+                    f"{names}. Name one as PATH.npz:MEMBER."
+                )
+            info = zf.getinfo(member + ".npy")
+            with zf.open(info) as fp:
+                shape, fortran, dtype = _read_npy_header(fp, where=where)
+                header_len = fp.tell()
+            self._compressed = info.compress_type != zipfile.ZIP_STORED
+            if not self._compressed:
+                # Payload offset: local header (30 bytes + name + extra) + npy header.
+                with open(path, "rb") as raw:
+                    raw.seek(info.header_offset)
+                    local = raw.read(30)
+                    name_len = int.from_bytes(local[26:28], "little")
+                    extra_len = int.from_bytes(local[28:30], "little")
+                offset = info.header_offset + 30 + name_len + extra_len + header_len
+            else:
+                offset = header_len
+        self._path, self._member = path, member
+        self._layout = _RawLayout(path=path, offset=offset, dtype=dtype, shape=shape,
+                                  fortran_order=fortran)
+        size = os.path.getsize(path) if not self._compressed else info.file_size
+        _check_layout(self._layout, file_size=size, where=where)
+        self._spec = _spec_from(dtype, shape, where=where)
+        self._description = f"{path}:{member}"
+        self._stream: Any = None
+        self._stream_pos = 0
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if not self._compressed:
+            return super().read(start, stop)
+        lay = self._layout
+        if lay.fortran_order:
+            raise SourceError(
+                f"{self._description}: compressed Fortran-order members cannot be "
+                "read by rows. Save it with np.savez (uncompressed) or as C order."
+            )
+        row_bytes = self._spec.row_bytes if self._spec.shape else lay.dtype.itemsize
+        want = lay.offset + start * row_bytes
+        if self._stream is None or want < self._stream_pos:
+            self.close()
+            self._zip = zipfile.ZipFile(self._path)
+            self._stream = self._zip.open(self._member + ".npy")
+            self._stream_pos = 0
+        if want > self._stream_pos:
+            self._stream.seek(want)
+        data = self._stream.read((stop - start) * row_bytes)
+        self._stream_pos = want + len(data)
+        return np.frombuffer(data, lay.dtype).reshape((stop - start, *lay.shape[1:]))
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._zip.close()
+            self._stream = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_stream=None, _stream_pos=0)
+        state.pop("_zip", None)
+        return state
+
+
+def _spec_from(dtype: np.dtype, shape: tuple[int, ...], *, where: str) -> FeatureSpec:
+    if not shape:
+        raise SourceError(f"{where} holds a 0-d array; the first axis must index examples.")
+    try:
+        return FeatureSpec(dtype=normalize_dtype(dtype, what=f"{where} dtype"), shape=shape[1:])
+    except SpecError as e:
+        raise SourceError(str(e)) from e
+
+
+def open_source(value: Any, *, feature: str, root: str | os.PathLike | None = None) -> ArraySource:
+    """Turns what a user wrote for a feature into an `ArraySource`.
+
+    Args:
+      value: a numpy array; a path to a `.npy` file; `PATH.npz:MEMBER` or a
+        `.npz` path (the member then defaults to the feature name); or any
+        object implementing `ArraySource`.
+      feature: the feature's name, for messages and as default `.npz` member.
+      root: directory that relative paths are taken from.
+
+    Returns:
+      An `ArraySource`.
+
+    Raises:
+      SourceError: the value is none of the above, or the file is unusable.
+    """
+    if isinstance(value, np.ndarray):
+        try:
+            return InMemorySource(value, name=feature)
+        except SpecError as e:
+            raise SourceError(f"{feature}: {e}") from e
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        path, member = text, None
+        lowered = text.lower()
+        if ".npz:" in lowered:
+            cut = lowered.rindex(".npz:") + 4
+            path, member = text[:cut], text[cut + 1 :]
+        if root is not None and not os.path.isabs(path):
+            path = os.path.join(os.fspath(root), path)
+        if path.lower().endswith(".npz"):
+            return NpzMemberSource(path, member or feature, feature=feature)
+        if path.lower().endswith(".npy"):
+            return NpyFileSource(path, feature=feature)
+        raise SourceError(
+            f"{feature}={text!r}: unknown source kind. Use a .npy file, "
+            "PATH.npz:MEMBER, or a numpy array."
+        )
+    if isinstance(value, ArraySource):
+        return value
+    raise SourceError(
+        f"{feature}={value!r} (type {type(value).__name__}) is not an array source. "
+        "Pass a numpy array, a .npy path or PATH.npz:MEMBER."
+    )

@@ -23,15 +23,16 @@ demo: install
 	$(BIN)/python examples/demo.py --gb $(DEMO_GB) --workdir $(DEMO_DIR)
 
 lint: install
-	$(BIN)/ruff check tfds_bigarrays tests examples benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy tfds_bigarrays
 
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install
-	$(BIN)/ruff format tfds_bigarrays tests examples benchmarks
-	$(BIN)/ruff check --fix tfds_bigarrays tests examples benchmarks
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

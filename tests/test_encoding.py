@@ -12,8 +12,9 @@ SHAPES = [(), (3,), (2, 0), (2, 3), (1, 2, 3), (2, 1, 2, 2)]
 
 def random_rows(dtype, shape, n, rng):
     dtype = np.dtype(dtype)
-    raw = rng.integers(0, 256, size=n * int(np.prod(shape, dtype=int)) * dtype.itemsize,
-                       dtype=np.uint8)
+    raw = rng.integers(
+        0, 256, size=n * int(np.prod(shape, dtype=int)) * dtype.itemsize, dtype=np.uint8
+    )
     if dtype == np.bool_:
         raw = raw % 2
     return raw.view(dtype).reshape((n, *shape))
@@ -42,15 +43,17 @@ def test_special_floats_survive():
 
 
 def test_framing_matches_tensorflow_tfrecord(tmp_path):
-    codec = RecordCodec({"x": FeatureSpec(dtype="uint32", shape=(2,)),
-                         "y": FeatureSpec(dtype="float64", shape=())})
+    codec = RecordCodec(
+        {"x": FeatureSpec(dtype="uint32", shape=(2,)), "y": FeatureSpec(dtype="float64", shape=())}
+    )
     cols = {"x": np.array([[0, 2**32 - 1], [5, 2**31]], np.uint32), "y": np.array([1.5, -2.0])}
     path = tmp_path / "r.tfrecord"
     path.write_bytes(codec.frame(codec.encode(cols)))
     records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]  # checks crcs
     assert records == unframe(path.read_bytes())
     parsed = tf.io.parse_example(
-        records, {"x": tf.io.FixedLenFeature([2], tf.int64), "y": tf.io.FixedLenFeature([], tf.string)}
+        records,
+        {"x": tf.io.FixedLenFeature([2], tf.int64), "y": tf.io.FixedLenFeature([], tf.string)},
     )
     assert parsed["x"].numpy().tolist() == [[0, 2**32 - 1], [5, 2**31]]
     assert np.frombuffer(parsed["y"].numpy()[1], np.float64)[0] == -2.0

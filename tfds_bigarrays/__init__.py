@@ -6,16 +6,13 @@ shuffled, batch-decoded read path. It does not initialize TensorFlow devices.
 """
 
 from tfds_bigarrays import _plugin
-from tfds_bigarrays._api import DatasetExistsError
-from tfds_bigarrays._api import build
+from tfds_bigarrays._api import DatasetExistsError, build
 from tfds_bigarrays._builder import ArrayDatasetBuilder
 from tfds_bigarrays._layout import Layout
 from tfds_bigarrays._plan import PlanError
 from tfds_bigarrays._reader import ReadOptions
-from tfds_bigarrays._sources import ArraySource
-from tfds_bigarrays._sources import SourceError
-from tfds_bigarrays._spec import FeatureSpec
-from tfds_bigarrays._spec import SpecError
+from tfds_bigarrays._sources import ArraySource, SourceError
+from tfds_bigarrays._spec import FeatureSpec, SpecError
 from tfds_bigarrays._version import __version__
 
 _plugin.install()

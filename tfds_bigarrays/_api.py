@@ -66,7 +66,9 @@ def builder_class(
     }
     class_name = "".join(p.capitalize() for p in name.split("_")) or "Arrays"
     return types.new_class(
-        class_name, (ArrayDatasetBuilder,), {"skip_registration": True},
+        class_name,
+        (ArrayDatasetBuilder,),
+        {"skip_registration": True},
         lambda ns: ns.update(attrs),
     )
 
@@ -107,8 +109,13 @@ def build(
       PlanError, SourceError, SpecError: bad input, named.
       DatasetExistsError: the version exists and `overwrite` is False.
     """
-    cls = builder_class(name, version=version, shard_bytes=shard_bytes,
-                        shuffle_buffer_bytes=shuffle_buffer_bytes, description=description)
+    cls = builder_class(
+        name,
+        version=version,
+        shard_bytes=shard_bytes,
+        shuffle_buffer_bytes=shuffle_buffer_bytes,
+        description=description,
+    )
     plan = make_plan(splits, supervised_keys=supervised_keys)
     builder = cls(plan=plan, data_dir=os.fspath(data_dir) if data_dir is not None else None)
     if epath.Path(builder.data_path).exists() and not overwrite:
@@ -117,8 +124,11 @@ def build(
             "Pass overwrite=True (--overwrite) to rebuild it, or give a new "
             "version (--version)."
         )
-    mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
-            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    mode = (
+        tfds.download.GenerateMode.FORCE_REDOWNLOAD
+        if overwrite
+        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    )
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(download_mode=mode, try_download_gcs=False)
     )

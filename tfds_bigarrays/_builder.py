@@ -39,7 +39,7 @@ def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]
     return out
 
 
-class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # type: ignore[call-arg]
     """A TFDS dataset whose examples are the rows of NumPy arrays.
 
     Subclass it declaratively::
@@ -96,7 +96,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             supervised_keys=tuple(keys) if keys else None,
         )
 
-    def _split_sources(self, dl_manager: tfds.download.DownloadManager) -> Mapping[str, Mapping[str, Any]]:
+    def _split_sources(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> Mapping[str, Mapping[str, Any]]:
         """Split name -> feature name -> source. Override to compute sources."""
         if self.SPLITS is None:
             raise PlanError(
@@ -116,9 +118,6 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         )
 
     def _make_plan(self, dl_manager, download_config) -> DatasetPlan:
-        root = None
-        if self.MANUAL_DOWNLOAD_INSTRUCTIONS and not self._plan:
-            root = dl_manager.manual_dir
         if self._plan is not None:
             plan = self._plan
             limit = download_config.max_examples_per_split
@@ -129,8 +128,11 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 supervised_keys=plan.supervised_keys,
                 max_examples_per_split=limit,
             )
+        sources = self._split_sources(dl_manager)
+        # Only ask for the manual dir when it is needed: TFDS raises if unset.
+        root = dl_manager.manual_dir if _relative_paths(sources) else None
         return make_plan(
-            self._split_sources(dl_manager),
+            sources,
             supervised_keys=self.SUPERVISED_KEYS,
             root=root,
             max_examples_per_split=download_config.max_examples_per_split,
@@ -150,12 +152,13 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         split_infos = []
         for split in plan.splits.values():
             template = self._get_filename_template(split_name=split.name)
-            ranges = shard_ranges(split.num_examples, frame_bytes=codec.frame_bytes,
-                                  shard_bytes=self.SHARD_BYTES)
+            ranges = shard_ranges(
+                split.num_examples, frame_bytes=codec.frame_bytes, shard_bytes=self.SHARD_BYTES
+            )
             paths = template.sharded_filepaths(len(ranges))
             results = [
                 write_shard(sources=split.sources, rows=rows, path=path, codec=codec)
-                for rows, path in zip(ranges, paths)
+                for rows, path in zip(ranges, paths, strict=True)
             ]
             split_infos.append(
                 tfds.core.SplitInfo(
@@ -174,7 +177,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 shuffle_buffer_bytes=int(self.SHUFFLE_BUFFER_BYTES),
                 provenance={
                     "tfds_bigarrays": __version__,
-                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    "created": datetime.datetime.now(datetime.UTC).isoformat(),
                     "host": socket.gethostname(),
                     "sources": {
                         s.name: {f: src.description for f, src in s.sources.items()}
@@ -195,8 +198,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 _remove_empty_tree(name_dir)
             raise
 
-    def _build_single_dataset(self, split, batch_size, shuffle_files, decoders,
-                              read_config, as_supervised):
+    def _build_single_dataset(
+        self, split, batch_size, shuffle_files, decoders, read_config, as_supervised
+    ):
         return _reader.build_single_dataset(
             self,
             super()._build_single_dataset,

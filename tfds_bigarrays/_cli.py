@@ -61,21 +61,33 @@ def _add_build(sub) -> None:
         ),
     )
     p.add_argument("name", help="dataset name (lower snake case), e.g. my_arrays")
-    p.add_argument("--data-dir", help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)")
     p.add_argument(
-        "--split", action="append", required=True, metavar="SPLIT:FEATURE=PATH,...",
+        "--data-dir", help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)"
+    )
+    p.add_argument(
+        "--split",
+        action="append",
+        required=True,
+        metavar="SPLIT:FEATURE=PATH,...",
         help="a split and its arrays, e.g. train:x=x.npy,y=y.npy; PATH may be "
         "FILE.npz:MEMBER. Repeat for each split.",
     )
-    p.add_argument("--supervised", metavar="INPUT,TARGET",
-                   help="features returned by as_supervised=True, e.g. x,y")
+    p.add_argument(
+        "--supervised",
+        metavar="INPUT,TARGET",
+        help="features returned by as_supervised=True, e.g. x,y",
+    )
     p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
     p.add_argument("--shard-size", default="256MiB", help="max shard file size (default 256MiB)")
-    p.add_argument("--shuffle-buffer", default="128MiB",
-                   help="default reader shuffle buffer, in bytes (default 128MiB)")
+    p.add_argument(
+        "--shuffle-buffer",
+        default="128MiB",
+        help="default reader shuffle buffer, in bytes (default 128MiB)",
+    )
     p.add_argument("--description", help="free text recorded in dataset_info.json")
-    p.add_argument("--overwrite", action="store_true",
-                   help="rebuild if this version already exists")
+    p.add_argument(
+        "--overwrite", action="store_true", help="rebuild if this version already exists"
+    )
     p.set_defaults(func=_run_build)
 
 
@@ -109,9 +121,13 @@ def _run_build(args: argparse.Namespace) -> int:
     total = sum(s.num_bytes for s in builder.info.splits.values())
     print(f"Built {builder.name} {builder.version} at {builder.data_path}")
     for split in builder.info.splits.values():
-        print(f"  {split.name}: {split.num_examples} examples in {split.num_shards} "
-              f"shard(s), {split.num_bytes / 1e6:.1f} MB")
-    print(f"  {total / 1e6:.1f} MB in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)")
+        print(
+            f"  {split.name}: {split.num_examples} examples in {split.num_shards} "
+            f"shard(s), {split.num_bytes / 1e6:.1f} MB"
+        )
+    print(
+        f"  {total / 1e6:.1f} MB in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
+    )
     return 0
 
 
@@ -137,8 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UsageError, PlanError, SourceError, SpecError, RecordError,
-            DatasetExistsError) as e:
+    except (UsageError, PlanError, SourceError, SpecError, RecordError, DatasetExistsError) as e:
         print(f"tfds-bigarrays {args.command}: error: {e}", file=sys.stderr)
         return 2
 

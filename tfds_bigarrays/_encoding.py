@@ -93,9 +93,7 @@ class RecordCodec:
             feature_head = _len_field(list_field, list_len)  # Feature{...}
             feature_len = len(feature_head) + list_len
             key = name.encode()
-            entry_head = (
-                _len_field(1, len(key)) + key + _len_field(2, feature_len)
-            )
+            entry_head = _len_field(1, len(key)) + key + _len_field(2, feature_len)
             entry_len = len(entry_head) + feature_len
             entry_prefix = _len_field(1, entry_len) + entry_head + feature_head + inner
             entries.append((name, entry_prefix, payload_len))
@@ -115,8 +113,7 @@ class RecordCodec:
             else:
                 name, length = piece
                 spec = self.specs[name]
-                slots[name] = _Slot(name, offset, offset + length, spec,
-                                    feature_encoding(spec))
+                slots[name] = _Slot(name, offset, offset + length, spec, feature_encoding(spec))
                 offset += length
         self.slots: dict[str, _Slot] = slots
         self.record_bytes = offset
@@ -156,9 +153,7 @@ class RecordCodec:
         framed = np.empty((n, self.frame_bytes), np.uint8)
         framed[:, :12] = self._frame_header
         framed[:, 12 : 12 + self.record_bytes] = records
-        crcs = np.fromiter(
-            (_masked_crc_int(row) for row in records), dtype="<u4", count=n
-        )
+        crcs = np.fromiter((_masked_crc_int(row) for row in records), dtype="<u4", count=n)
         framed[:, 12 + self.record_bytes :] = crcs.view(np.uint8).reshape(n, 4)
         return framed.tobytes()
 
@@ -212,9 +207,7 @@ def unframe(data: bytes) -> list[bytes]:
 
 def _block_length(columns: Mapping[str, np.ndarray], specs: Mapping[str, FeatureSpec]) -> int:
     if set(columns) != set(specs):
-        raise RecordError(
-            f"Block has features {sorted(columns)}, expected {sorted(specs)}."
-        )
+        raise RecordError(f"Block has features {sorted(columns)}, expected {sorted(specs)}.")
     lengths = {name: len(col) for name, col in columns.items()}
     if len(set(lengths.values())) != 1:
         raise RecordError(f"Block columns differ in length: {lengths}.")

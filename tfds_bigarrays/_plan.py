@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tfds_bigarrays._spec import FeatureSpec, check_feature_name
 from tfds_bigarrays._sources import ArraySource, open_source
+from tfds_bigarrays._spec import FeatureSpec, check_feature_name
 
 MiB = 1 << 20
 DEFAULT_SHARD_BYTES = 256 * MiB
@@ -68,8 +68,9 @@ def shard_ranges(num_examples: int, *, frame_bytes: int, shard_bytes: int) -> li
     return [RowRange(index=i, start=bounds[i], stop=bounds[i + 1]) for i in range(num_shards)]
 
 
-def block_ranges(start: int, stop: int, *, frame_bytes: int,
-                 block_bytes: int = DEFAULT_BLOCK_BYTES) -> list[tuple[int, int]]:
+def block_ranges(
+    start: int, stop: int, *, frame_bytes: int, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> list[tuple[int, int]]:
     """Row ranges small enough to encode at once without holding a shard."""
     step = max(1, block_bytes // max(1, frame_bytes))
     return [(a, min(a + step, stop)) for a in range(start, stop, step)]

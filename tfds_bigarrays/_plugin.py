@@ -24,8 +24,9 @@ def install() -> None:
         return
 
     @functools.wraps(original)
-    def _build_single_dataset(self, split, batch_size, shuffle_files, decoders,
-                              read_config, as_supervised):
+    def _build_single_dataset(
+        self, split, batch_size, shuffle_files, decoders, read_config, as_supervised
+    ):
         return _reader.build_single_dataset(
             self,
             functools.partial(original, self),

@@ -44,10 +44,11 @@ class ReadOptions:
 _ENV_SHUFFLE_BYTES = "TFDS_BIGARRAYS_SHUFFLE_BUFFER_BYTES"
 
 
-def shuffle_buffer_examples(layout: Layout, *, num_examples: int,
-                            options: ReadOptions | None = None) -> int:
+def shuffle_buffer_examples(
+    layout: Layout, *, num_examples: int, options: ReadOptions | None = None
+) -> int:
     """How many examples fit in the shuffle buffer's byte budget."""
-    budget = (options.shuffle_buffer_bytes if options else None)
+    budget = options.shuffle_buffer_bytes if options else None
     if budget is None and os.environ.get(_ENV_SHUFFLE_BYTES):
         budget = int(os.environ[_ENV_SHUFFLE_BYTES])
     if budget is None:
@@ -107,6 +108,24 @@ def make_decoder(codec: RecordCodec) -> Callable[[tf.Tensor], dict[str, tf.Tenso
     return decode
 
 
+def share_of_reads(
+    reads: list[tuple[str, int, int]], *, num_shares: int, index: int
+) -> list[tuple[str, int, int]]:
+    """Share `index` of `num_shares` of (file, skip, take) reads.
+
+    Each file's range is cut into `num_shares` contiguous pieces, so shares are
+    disjoint, together complete, balanced to one example per file, and fixed
+    before any shuffling (every worker computes the same cut).
+    """
+    out = []
+    for filename, skip, take in reads:
+        lo = skip + take * index // num_shares
+        hi = skip + take * (index + 1) // num_shares
+        if hi > lo:
+            out.append((filename, lo, hi - lo))
+    return out
+
+
 def _file_instructions(builder, split) -> list[Any]:
     return list(builder.info.splits[split].file_instructions)
 
@@ -127,21 +146,30 @@ def as_dataset(
     if not instructions:
         raise ValueError(f"split={split!r} selects no examples of {builder.name}.")
     codec = layout.codec()
-    num_examples = sum(int(fi.take) for fi in instructions)
     seed = read_config.shuffle_seed
     reshuffle = read_config.shuffle_reshuffle_each_iteration
     if reshuffle is None:
         reshuffle = True
 
-    filenames = [os.fspath(fi.filename) for fi in instructions]
-    skips = [int(fi.skip) for fi in instructions]
-    takes = [int(fi.take) for fi in instructions]
+    reads = [(os.fspath(fi.filename), int(fi.skip), int(fi.take)) for fi in instructions]
+    ctx = read_config.input_context
+    if ctx is not None and ctx.num_input_pipelines > 1:
+        reads = share_of_reads(
+            reads, num_shares=ctx.num_input_pipelines, index=ctx.input_pipeline_id
+        )
+    num_examples = sum(take for _, _, take in reads)
+    filenames = [f for f, _, _ in reads]
+    skips = [skip for _, skip, _ in reads]
+    takes = [take for _, _, take in reads]
     files = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(filenames, tf.string), tf.constant(skips, tf.int64),
-         tf.constant(takes, tf.int64))
+        (
+            tf.constant(filenames, tf.string),
+            tf.constant(skips, tf.int64),
+            tf.constant(takes, tf.int64),
+        )
     )
     if shuffle_files:
-        files = files.shuffle(len(filenames), seed=seed, reshuffle_each_iteration=reshuffle)
+        files = files.shuffle(max(1, len(filenames)), seed=seed, reshuffle_each_iteration=reshuffle)
 
     def read_file(filename, skip, take):
         return tf.data.TFRecordDataset(filename).skip(skip).take(take)
@@ -151,7 +179,7 @@ def as_dataset(
         cycle = read_config.interleave_cycle_length
         # ReadConfig's default is a 'missing' sentinel (a str), or None/AUTOTUNE.
         if not isinstance(cycle, int) or isinstance(cycle, str) or cycle <= 0:
-            cycle = min(len(filenames), _MAX_INTERLEAVE)
+            cycle = max(1, min(len(filenames), _MAX_INTERLEAVE))
     parallel = {"num_parallel_calls": min(cycle, 4), "deterministic": True} if cycle > 1 else {}
     records = files.interleave(
         read_file,
@@ -160,10 +188,10 @@ def as_dataset(
         **parallel,
     )
 
-    ctx = read_config.input_context
-    if ctx is not None and ctx.num_input_pipelines > 1:
-        records = records.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-
+    if read_config.assert_cardinality:
+        # Known length: Keras sizes epochs from it, and a shard shorter than
+        # its recorded length fails loudly instead of shortening the epoch.
+        records = records.apply(tf.data.experimental.assert_cardinality(num_examples))
     if shuffle_files:
         buffer = shuffle_buffer_examples(layout, num_examples=num_examples, options=options)
         records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=reshuffle)
@@ -185,9 +213,11 @@ def as_dataset(
         return features
 
     ds = records.batch(batch_size or _DECODE_BLOCK)
-    ds = ds.map(lambda r: structure(decode(r)),
-                num_parallel_calls=read_config.num_parallel_calls_for_decode or tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(
+        lambda r: structure(decode(r)),
+        num_parallel_calls=read_config.num_parallel_calls_for_decode or tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     if not batch_size:
         ds = ds.unbatch()
     if not read_config.skip_prefetch:
@@ -211,8 +241,9 @@ def layout_of(builder: tfds.core.DatasetBuilder) -> Layout | None:
     return builder.__dict__[_LAYOUT_ATTR]
 
 
-def build_single_dataset(builder, fallback, *, split, batch_size, shuffle_files,
-                         decoders, read_config, as_supervised):
+def build_single_dataset(
+    builder, fallback, *, split, batch_size, shuffle_files, decoders, read_config, as_supervised
+):
     """`DatasetBuilder._build_single_dataset` for datasets of ours.
 
     Falls back to stock TFDS for datasets without our layout file, and for

@@ -160,9 +160,7 @@ def _check_layout(layout: _RawLayout, *, file_size: int, where: str) -> None:
             "Re-create or re-copy the file."
         )
     if not layout.shape:
-        raise SourceError(
-            f"{where} holds a 0-d array; the first axis must index examples."
-        )
+        raise SourceError(f"{where} holds a 0-d array; the first axis must index examples.")
 
 
 class NpyFileSource(_MappedRows):
@@ -179,8 +177,9 @@ class NpyFileSource(_MappedRows):
         with open(path, "rb") as fp:
             shape, fortran, dtype = _read_npy_header(fp, where=where)
             offset = fp.tell()
-        self._layout = _RawLayout(path=path, offset=offset, dtype=dtype, shape=shape,
-                                  fortran_order=fortran)
+        self._layout = _RawLayout(
+            path=path, offset=offset, dtype=dtype, shape=shape, fortran_order=fortran
+        )
         _check_layout(self._layout, file_size=os.path.getsize(path), where=where)
         self._spec = _spec_from(dtype, shape, where=where)
         self._description = path
@@ -226,8 +225,9 @@ class NpzMemberSource(_MappedRows):
             else:
                 offset = header_len
         self._path, self._member = path, member
-        self._layout = _RawLayout(path=path, offset=offset, dtype=dtype, shape=shape,
-                                  fortran_order=fortran)
+        self._layout = _RawLayout(
+            path=path, offset=offset, dtype=dtype, shape=shape, fortran_order=fortran
+        )
         size = os.path.getsize(path) if not self._compressed else info.file_size
         _check_layout(self._layout, file_size=size, where=where)
         self._spec = _spec_from(dtype, shape, where=where)

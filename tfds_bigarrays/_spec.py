@@ -135,5 +135,6 @@ def spec_of(array_like: Any, *, name: str) -> FeatureSpec:
             f"Feature {name!r} is a 0-d array (shape=()): the first axis must "
             "index examples. Reshape it to (num_examples, ...)."
         )
-    return FeatureSpec(dtype=normalize_dtype(array_like.dtype, what=f"{name}.dtype"),
-                       shape=shape[1:])
+    return FeatureSpec(
+        dtype=normalize_dtype(array_like.dtype, what=f"{name}.dtype"), shape=shape[1:]
+    )

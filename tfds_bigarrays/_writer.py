@@ -57,9 +57,9 @@ def write_shard(
     written = 0
     try:
         with tmp.open("wb") as f:
-            for start, stop in block_ranges(rows.start, rows.stop,
-                                            frame_bytes=codec.frame_bytes,
-                                            block_bytes=block_bytes):
+            for start, stop in block_ranges(
+                rows.start, rows.stop, frame_bytes=codec.frame_bytes, block_bytes=block_bytes
+            ):
                 columns = {}
                 for name, source in sources.items():
                     block = source.read(start, stop)
@@ -80,5 +80,6 @@ def write_shard(
         if tmp.exists():
             tmp.unlink()
         raise
-    return ShardResult(index=rows.index, path=os.fspath(path),
-                       num_examples=len(rows), num_bytes=written)
+    return ShardResult(
+        index=rows.index, path=os.fspath(path), num_examples=len(rows), num_bytes=written
+    )

@@ -1,0 +1,155 @@
+"""tfds.load on a built dataset: shuffling, order, seeds, slicing, exactly once."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+import tfds_bigarrays as tb
+from tfds_bigarrays._reader import shuffle_buffer_examples
+
+
+def load(ds_info, **kwargs):
+    kwargs.setdefault("split", "train")
+    return tfds.load("small", data_dir=ds_info["data_dir"], **kwargs)
+
+
+def first_values(ds):
+    """Identifies each example by its x row (rows are distinct floats)."""
+    out = []
+    for batch in tfds.as_numpy(ds):
+        x = batch[0] if isinstance(batch, tuple) else batch["x"]
+        x = x.reshape(-1, 8)
+        out.extend(map(bytes, x))
+    return out
+
+
+def test_dataset_is_sharded(small_dataset):
+    info = small_dataset["builder"].info
+    assert info.splits["train"].num_shards > 3
+    assert info.splits["train"].num_examples == 3000
+    assert info.splits["validation"].num_examples == 500
+
+
+def test_stored_order_without_shuffle(small_dataset):
+    got = first_values(load(small_dataset, shuffle_files=False))
+    assert got == list(map(bytes, small_dataset["x_train"]))
+
+
+def test_each_example_once_per_epoch_and_epochs_differ(small_dataset):
+    ds = load(small_dataset, shuffle_files=True, batch_size=64, as_supervised=True)
+    want = sorted(map(bytes, small_dataset["x_train"]))
+    epoch1, epoch2 = first_values(ds), first_values(ds)
+    assert sorted(epoch1) == want and sorted(epoch2) == want
+    assert epoch1 != epoch2
+    stored = list(map(bytes, small_dataset["x_train"]))
+    assert epoch1 != stored
+    # Example-level shuffle, not just file order: neighbours in the stored
+    # order rarely stay neighbours.
+    pos = {v: i for i, v in enumerate(epoch1)}
+    adjacent = sum(abs(pos[stored[i]] - pos[stored[i + 1]]) == 1 for i in range(len(stored) - 1))
+    assert adjacent < len(stored) * 0.05
+
+
+def test_seed_reproduces_order(small_dataset):
+    rc = tfds.ReadConfig(shuffle_seed=123)
+    a = first_values(load(small_dataset, shuffle_files=True, read_config=rc, batch_size=32))
+    b = first_values(load(small_dataset, shuffle_files=True, read_config=rc, batch_size=32))
+    c = first_values(
+        load(
+            small_dataset,
+            shuffle_files=True,
+            read_config=tfds.ReadConfig(shuffle_seed=124),
+            batch_size=32,
+        )
+    )
+    assert a == b and a != c
+
+
+def test_labels_stay_with_their_inputs(small_dataset):
+    ds = load(small_dataset, shuffle_files=True, batch_size=100, as_supervised=True)
+    for x, y in tfds.as_numpy(ds):
+        assert np.array_equal(y, (x.sum(axis=1) > 0).astype(np.int64))
+
+
+@pytest.mark.parametrize(
+    "split, rows",
+    [
+        ("train[10:20]", slice(10, 20)),
+        ("train[:10%]", slice(0, 300)),
+        ("train[-5:]", slice(2995, 3000)),
+        ("train[1234:2345]", slice(1234, 2345)),
+    ],
+)
+def test_split_slicing(small_dataset, split, rows):
+    got = first_values(load(small_dataset, split=split, shuffle_files=False))
+    assert got == list(map(bytes, small_dataset["x_train"][rows]))
+
+
+def test_split_addition_and_even_splits(small_dataset):
+    got = first_values(load(small_dataset, split="train[:50%]+validation", shuffle_files=False))
+    want = list(map(bytes, small_dataset["x_train"][:1500])) + list(
+        map(bytes, small_dataset["x_validation"])
+    )
+    assert got == want
+    parts = tfds.even_splits("train", n=3)
+    seen = []
+    for part in parts:
+        seen += first_values(load(small_dataset, split=part, shuffle_files=True))
+    assert sorted(seen) == sorted(map(bytes, small_dataset["x_train"]))
+
+
+def test_unbatched_elements_and_full_batch(small_dataset):
+    ds = load(small_dataset, split="validation", shuffle_files=False)
+    assert ds.element_spec["x"].shape == (8,)
+    full = load(small_dataset, split="validation", batch_size=-1, as_supervised=True)
+    assert np.array_equal(full[0].numpy(), small_dataset["x_validation"])
+
+
+def test_input_context_gives_disjoint_complete_shares(small_dataset):
+    shares = []
+    for i in range(3):
+        ctx = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=i)
+        shares.append(
+            first_values(
+                load(
+                    small_dataset,
+                    shuffle_files=True,
+                    read_config=tfds.ReadConfig(input_context=ctx),
+                )
+            )
+        )
+    flat = [v for s in shares for v in s]
+    assert len(flat) == len(set(flat)) == 3000
+
+
+def test_shuffle_buffer_is_bounded_in_bytes(small_dataset, monkeypatch):
+    layout = tb.Layout(
+        specs={"x": tb.FeatureSpec(dtype="float32", shape=(8,))},
+        record_bytes=100,
+        shuffle_buffer_bytes=228_000,
+    )
+    assert shuffle_buffer_examples(layout, num_examples=10**9) == 1000
+    assert shuffle_buffer_examples(layout, num_examples=10) == 10
+    assert (
+        shuffle_buffer_examples(
+            layout, num_examples=10**9, options=tb.ReadOptions(shuffle_buffer_bytes=2280)
+        )
+        == 10
+    )
+    monkeypatch.setenv("TFDS_BIGARRAYS_SHUFFLE_BUFFER_BYTES", "22800")
+    assert shuffle_buffer_examples(layout, num_examples=10**9) == 100
+
+
+def test_as_supervised_without_keys_is_a_clear_error(tmp_path):
+    tb.build("nokeys", data_dir=tmp_path, splits={"train": {"x": np.zeros((4, 2))}})
+    with pytest.raises(ValueError, match="no supervised keys"):
+        tfds.load("nokeys", data_dir=tmp_path, split="train", as_supervised=True)
+
+
+def test_other_datasets_keep_stock_behaviour(tmp_path):
+    # A dataset without our layout file is read by TFDS's own reader.
+    builder = tb.build("plain", data_dir=tmp_path, splits={"train": {"x": np.arange(6.0)}})
+    (builder.data_path / "tfds_bigarrays.json").unlink()
+    ds = tfds.load("plain", data_dir=tmp_path, split="train", shuffle_files=False)
+    assert [float(e["x"]) for e in tfds.as_numpy(ds)] == [0, 1, 2, 3, 4, 5]

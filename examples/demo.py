@@ -69,6 +69,9 @@ def train(data_dir: str, *, batch_size: int, epochs: int) -> dict:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    import psutil
+
+    rss_before_fit = psutil.Process().memory_info().rss
     start = time.perf_counter()
     history = model.fit(
         train_ds,
@@ -91,6 +94,7 @@ def train(data_dir: str, *, batch_size: int, epochs: int) -> dict:
         "seconds": seconds,
         "examples_per_s": (n_train + n_val) * epochs_run / seconds,
         "val_accuracy": max(history.history["val_accuracy"]),
+        "rss_before_fit_bytes": rss_before_fit,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
@@ -177,6 +181,10 @@ def main() -> None:
     print(f"| epochs (EarlyStopping) | {result['epochs']} |")
     print(f"| training throughput | {result['examples_per_s']:,.0f} examples/s |")
     print(f"| best val accuracy | {result['val_accuracy']:.3f} |")
+    print(
+        f"| training process RSS before fit (TF, Keras, model) | "
+        f"{result['rss_before_fit_bytes'] / 1e9:.2f} GB |"
+    )
     print(f"| training process peak RSS | {result['peak_rss_bytes'] / 1e9:.2f} GB |")
 
 

@@ -1,0 +1,71 @@
+"""Helpers shared by the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_child(script: str, *args: str, timeout: float = 3600) -> dict:
+    """Runs `script --child ARGS` in a fresh interpreter; returns its RESULT json."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, script, "--child", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {args} failed:\n{proc.stderr[-4000:]}")
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def emit(result: dict) -> None:
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def time_epochs(ds, *, epochs: int, warmup_batches: int = 20) -> tuple[float, int]:
+    """Examples/s over `epochs` full passes, after a short warm-up."""
+    for i, _ in enumerate(ds):
+        if i >= warmup_batches:
+            break
+    count = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for batch in ds:
+            first = batch[0] if isinstance(batch, tuple) else batch
+            count += int(first.shape[0])
+    return count / (time.perf_counter() - start), count
+
+
+def write_npy_chunked(
+    path,
+    *,
+    rows: int,
+    row_shape: tuple[int, ...],
+    seed: int,
+    dtype=np.float32,
+    chunk_bytes: int = 64 << 20,
+) -> None:
+    """A random .npy file of `rows` rows, written without holding it whole."""
+    rng = np.random.default_rng(seed)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, *row_shape))
+    row_bytes = int(np.prod(row_shape)) * np.dtype(dtype).itemsize
+    step = max(1, chunk_bytes // row_bytes)
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        out[start:stop] = rng.standard_normal((stop - start, *row_shape), dtype=np.float32)
+        out.flush()
+    del out

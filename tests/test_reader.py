@@ -6,7 +6,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tfds_bigarrays as tb
-from tfds_bigarrays._reader import shuffle_buffer_examples
 
 
 def load(ds_info, **kwargs):
@@ -121,24 +120,6 @@ def test_input_context_gives_disjoint_complete_shares(small_dataset):
         )
     flat = [v for s in shares for v in s]
     assert len(flat) == len(set(flat)) == 3000
-
-
-def test_shuffle_buffer_is_bounded_in_bytes(small_dataset, monkeypatch):
-    layout = tb.Layout(
-        specs={"x": tb.FeatureSpec(dtype="float32", shape=(8,))},
-        record_bytes=100,
-        shuffle_buffer_bytes=228_000,
-    )
-    assert shuffle_buffer_examples(layout, num_examples=10**9) == 1000
-    assert shuffle_buffer_examples(layout, num_examples=10) == 10
-    assert (
-        shuffle_buffer_examples(
-            layout, num_examples=10**9, options=tb.ReadOptions(shuffle_buffer_bytes=2280)
-        )
-        == 10
-    )
-    monkeypatch.setenv("TFDS_BIGARRAYS_SHUFFLE_BUFFER_BYTES", "22800")
-    assert shuffle_buffer_examples(layout, num_examples=10**9) == 100
 
 
 def test_as_supervised_without_keys_is_a_clear_error(tmp_path):

@@ -10,7 +10,7 @@ from tfds_bigarrays._api import DatasetExistsError, build
 from tfds_bigarrays._builder import ArrayDatasetBuilder
 from tfds_bigarrays._layout import Layout
 from tfds_bigarrays._plan import PlanError
-from tfds_bigarrays._reader import ReadOptions
+from tfds_bigarrays._reader import ReadOptions, read_options
 from tfds_bigarrays._sources import ArraySource, SourceError
 from tfds_bigarrays._spec import FeatureSpec, SpecError
 from tfds_bigarrays._version import __version__
@@ -29,4 +29,5 @@ __all__ = [
     "SpecError",
     "__version__",
     "build",
+    "read_options",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tfds_bigarrays._builder import DEFAULT_SHUFFLE_BUFFER_BYTES, ArrayDatasetBuilder
+from tfds_bigarrays._builder import ArrayDatasetBuilder
 from tfds_bigarrays._plan import (
     DEFAULT_SHARD_BYTES,
     MIN_SHARD_BYTES,
@@ -19,6 +19,7 @@ from tfds_bigarrays._plan import (
     check_dataset_name,
     make_plan,
 )
+from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 
 
 class DatasetExistsError(FileExistsError):
@@ -43,7 +44,7 @@ def builder_class(
     *,
     version: str = "1.0.0",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
-    shuffle_buffer_bytes: int = DEFAULT_SHUFFLE_BUFFER_BYTES,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
     description: str | None = None,
 ) -> type[ArrayDatasetBuilder]:
     """An unregistered `ArrayDatasetBuilder` subclass named `name`.
@@ -58,8 +59,8 @@ def builder_class(
         "VERSION": tfds.core.Version(version),
         "RELEASE_NOTES": {version: "Built with tfds-bigarrays."},
         "SHARD_BYTES": _check_bytes(shard_bytes, what="shard_bytes", minimum=MIN_SHARD_BYTES),
-        "SHUFFLE_BUFFER_BYTES": _check_bytes(
-            shuffle_buffer_bytes, what="shuffle_buffer_bytes", minimum=1
+        "READ_MEMORY_BUDGET": _check_bytes(
+            memory_budget, what="memory_budget", minimum=MIN_MEMORY_BUDGET
         ),
         "DESCRIPTION": description or f"Arrays converted by tfds-bigarrays into {name}.",
         "__module__": __name__,
@@ -81,7 +82,7 @@ def build(
     supervised_keys: Sequence[str] | None = None,
     version: str = "1.0.0",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
-    shuffle_buffer_bytes: int = DEFAULT_SHUFFLE_BUFFER_BYTES,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
     description: str | None = None,
     overwrite: bool = False,
 ) -> tfds.core.DatasetBuilder:
@@ -98,7 +99,8 @@ def build(
       supervised_keys: (input, target) feature names for `as_supervised=True`.
       version: dataset version, `major.minor.patch`.
       shard_bytes: bound on each shard file's size.
-      shuffle_buffer_bytes: default bound on the reader's shuffle buffer.
+      memory_budget: default bound, in bytes, on the reader's buffers together
+        (shuffle buffer, interleave, prefetch); `ReadOptions` overrides it.
       description: free text recorded in `dataset_info.json`.
       overwrite: rebuild if this version already exists.
 
@@ -113,7 +115,7 @@ def build(
         name,
         version=version,
         shard_bytes=shard_bytes,
-        shuffle_buffer_bytes=shuffle_buffer_bytes,
+        memory_budget=memory_budget,
         description=description,
     )
     plan = make_plan(splits, supervised_keys=supervised_keys)

@@ -23,11 +23,9 @@ from tfds_bigarrays._plan import (
     make_plan,
     shard_ranges,
 )
+from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
 from tfds_bigarrays._writer import write_shard
-
-MiB = 1 << 20
-DEFAULT_SHUFFLE_BUFFER_BYTES = 128 * MiB
 
 
 def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
@@ -59,8 +57,8 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     Shards hold one serialized `tf.train.Example` per row, with the feature
     specs recorded in `features.json`, so stock TFDS reads the result; with
-    `tfds_bigarrays` imported, `tfds.load` adds example-level shuffling within a
-    byte budget and batch-at-a-time decoding.
+    `tfds_bigarrays` imported, `tfds.load` reads blocks of records, shuffles
+    within `READ_MEMORY_BUDGET` bytes and decodes whole batches at once.
     """
 
     VERSION = tfds.core.Version("1.0.0")
@@ -68,7 +66,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     SPLITS: ClassVar[Mapping[str, Mapping[str, Any]] | None] = None
     SUPERVISED_KEYS: ClassVar[tuple[str, str] | None] = None
     SHARD_BYTES: ClassVar[int] = DEFAULT_SHARD_BYTES
-    SHUFFLE_BUFFER_BYTES: ClassVar[int] = DEFAULT_SHUFFLE_BUFFER_BYTES
+    READ_MEMORY_BUDGET: ClassVar[int] = DEFAULT_MEMORY_BUDGET
     DESCRIPTION: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -174,7 +172,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             Layout(
                 specs=plan.specs,
                 record_bytes=codec.record_bytes,
-                shuffle_buffer_bytes=int(self.SHUFFLE_BUFFER_BYTES),
+                memory_budget=int(self.READ_MEMORY_BUDGET),
                 provenance={
                     "tfds_bigarrays": __version__,
                     "created": datetime.datetime.now(datetime.UTC).isoformat(),

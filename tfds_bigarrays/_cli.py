@@ -80,9 +80,10 @@ def _add_build(sub) -> None:
     p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
     p.add_argument("--shard-size", default="256MiB", help="max shard file size (default 256MiB)")
     p.add_argument(
-        "--shuffle-buffer",
-        default="128MiB",
-        help="default reader shuffle buffer, in bytes (default 128MiB)",
+        "--memory-budget",
+        default="256MiB",
+        help="default bound on the reader's buffers together: shuffle buffer, "
+        "interleave, prefetch (default 256MiB)",
     )
     p.add_argument("--description", help="free text recorded in dataset_info.json")
     p.add_argument(
@@ -113,7 +114,7 @@ def _run_build(args: argparse.Namespace) -> int:
         supervised_keys=keys,
         version=args.version,
         shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
-        shuffle_buffer_bytes=parse_size(args.shuffle_buffer, flag="--shuffle-buffer"),
+        memory_budget=parse_size(args.memory_budget, flag="--memory-budget"),
         description=args.description,
         overwrite=args.overwrite,
     )

@@ -31,13 +31,13 @@ class Layout:
     Attributes:
       specs: feature name -> spec, as written.
       record_bytes: length of every serialized Example (they are all equal).
-      shuffle_buffer_bytes: default bound of the example shuffle buffer.
+      memory_budget: default bound, in bytes, of the reader's buffers.
       provenance: who built it, when, from what (informational).
     """
 
     specs: Mapping[str, FeatureSpec]
     record_bytes: int
-    shuffle_buffer_bytes: int
+    memory_budget: int
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     format: str = FORMAT
 
@@ -55,7 +55,7 @@ class Layout:
             "format": self.format,
             "features": {n: s.to_json() for n, s in sorted(self.specs.items())},
             "record_bytes": self.record_bytes,
-            "shuffle_buffer_bytes": self.shuffle_buffer_bytes,
+            "memory_budget": self.memory_budget,
             "provenance": dict(self.provenance),
         }
 
@@ -70,7 +70,7 @@ class Layout:
             return cls(
                 specs={n: FeatureSpec.from_json(s) for n, s in value["features"].items()},
                 record_bytes=int(value["record_bytes"]),
-                shuffle_buffer_bytes=int(value["shuffle_buffer_bytes"]),
+                memory_budget=int(value["memory_budget"]),
                 provenance=value.get("provenance", {}),
             )
         except (KeyError, TypeError, ValueError) as e:

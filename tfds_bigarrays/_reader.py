@@ -1,32 +1,41 @@
-"""Read path: a built dataset as a shuffled, batch-decoded tf.data pipeline.
+"""Read path: a built dataset as a shuffled, block-decoded tf.data pipeline.
 
-Records are batched while still serialized and decoded a whole batch at a
-time: every record of a dataset has the same layout (see `_encoding`), so a
-batch is one `(B, record_bytes)` uint8 matrix and each feature is a column
-slice of it, bit-cast to its dtype. No per-example proto parsing.
+Every record of a dataset has the same length (see `_encoding`), so a shard
+is an array of fixed-size TFRecord frames. The reader takes advantage of it:
+
+1. `FixedLengthRecordDataset` reads *blocks* of frames (about 64 KiB), so
+   tf.data handles one element per block, not per example;
+2. blocks are interleaved across shards and shuffled in a buffer bounded in
+   bytes; each block's frame headers and Example layout are checked against
+   the dataset's (naming the shard on mismatch);
+3. blocks are regrouped (`rebatch`) into groups of at least a batch, whose
+   rows are permuted in-graph, then every feature is a column slice of the
+   group's byte matrix, bit-cast to its dtype: no per-example parsing;
+4. groups are rebatched to the requested batch size and prefetched.
+
+Stock TFDS still reads the same shards one Example at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import os
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfds_bigarrays._encoding import BYTES, RecordCodec
+from tfds_bigarrays import _readplan
+from tfds_bigarrays._encoding import BYTES, RecordCodec, _masked_crc_int
 from tfds_bigarrays._layout import Layout
 
-# Decode unbatched reads in blocks this big, then unbatch: decoding one record
-# at a time costs more in op dispatch than in work.
-_DECODE_BLOCK = 256
-# Per-element bookkeeping of a tf.data shuffle buffer, on top of the record.
-_ELEMENT_OVERHEAD_BYTES = 128
-_MAX_INTERLEAVE = 16
+_ENV_BUDGET = "TFDS_BIGARRAYS_MEMORY_BUDGET"
+_ENV_VERIFY = "TFDS_BIGARRAYS_VERIFY_CHECKSUMS"
+_HEADER = 12  # uint64 length + masked crc of it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -34,100 +43,161 @@ class ReadOptions:
     """Read settings that `tfds.ReadConfig` has no field for.
 
     Attributes:
-      shuffle_buffer_bytes: bound on the example shuffle buffer, in bytes.
-        None takes the value recorded at build time.
+      memory_budget: bytes that the pipeline's buffers may hold together
+        (shuffle buffer, interleave, groups, prefetch, tf.data autotuning).
+        None: the value recorded at build time (`--memory-budget`), else the
+        environment variable TFDS_BIGARRAYS_MEMORY_BUDGET, else 256 MiB.
+      verify_checksums: check every record's CRC32C while reading (as
+        `TFRecordDataset` does). Costs CPU on small rows. None: on unless the
+        environment variable TFDS_BIGARRAYS_VERIFY_CHECKSUMS is "0".
     """
 
-    shuffle_buffer_bytes: int | None = None
+    memory_budget: int | None = None
+    verify_checksums: bool | None = None
 
 
-_ENV_SHUFFLE_BYTES = "TFDS_BIGARRAYS_SHUFFLE_BUFFER_BYTES"
+_OPTIONS: contextvars.ContextVar[ReadOptions | None] = contextvars.ContextVar(
+    "tfds_bigarrays_read_options", default=None
+)
 
 
-def shuffle_buffer_examples(
-    layout: Layout, *, num_examples: int, options: ReadOptions | None = None
-) -> int:
-    """How many examples fit in the shuffle buffer's byte budget."""
-    budget = options.shuffle_buffer_bytes if options else None
-    if budget is None and os.environ.get(_ENV_SHUFFLE_BYTES):
-        budget = int(os.environ[_ENV_SHUFFLE_BYTES])
+@contextlib.contextmanager
+def read_options(**kwargs: Any) -> Iterator[ReadOptions]:
+    """Applies `ReadOptions(**kwargs)` to `tfds.load` calls in this block.
+
+    Example::
+
+        with tfds_bigarrays.read_options(memory_budget=512 * 2**20):
+            ds = tfds.load("my_arrays", split="train", shuffle_files=True)
+    """
+    options = ReadOptions(**kwargs)
+    token = _OPTIONS.set(options)
+    try:
+        yield options
+    finally:
+        _OPTIONS.reset(token)
+
+
+def _resolve(layout: Layout, options: ReadOptions | None) -> tuple[int, bool]:
+    options = options or _OPTIONS.get() or ReadOptions()
+    budget = options.memory_budget
+    if budget is None and os.environ.get(_ENV_BUDGET):
+        text = os.environ[_ENV_BUDGET]
+        try:
+            budget = int(text)
+        except ValueError as e:
+            raise _readplan.ReadPlanError(
+                f"{_ENV_BUDGET}={text!r} must be a number of bytes, e.g. 268435456."
+            ) from e
     if budget is None:
-        budget = layout.shuffle_buffer_bytes
-    per_example = layout.record_bytes + _ELEMENT_OVERHEAD_BYTES
-    return int(max(1, min(num_examples, budget // per_example)))
+        budget = layout.memory_budget
+    verify = options.verify_checksums
+    if verify is None:
+        verify = os.environ.get(_ENV_VERIFY, "1") != "0"
+    return budget, verify
+
+
+def _crc_errors(frames: np.ndarray, record_bytes: int) -> np.ndarray:
+    """Indices of frames whose data CRC does not match (numpy, in a py_function)."""
+    stored = np.ascontiguousarray(frames[:, _HEADER + record_bytes :]).view("<u4").ravel()
+    bad = [
+        i
+        for i in range(frames.shape[0])
+        if _masked_crc_int(frames[i, _HEADER : _HEADER + record_bytes]) != stored[i]
+    ]
+    return np.asarray(bad, np.int64)
+
+
+def _block_checker(codec: RecordCodec, verify: bool) -> Callable:
+    """TF function: (block string, shard name) -> (k, frame) uint8, checked."""
+    frame = codec.frame_bytes
+    header = np.frombuffer(codec._frame_header.tobytes(), np.uint8)  # noqa: SLF001
+    pos = [np.arange(len(header))]
+    val = [header]
+    for start, const in codec._constants:  # noqa: SLF001
+        pos.append(_HEADER + start + np.arange(len(const)))
+        val.append(const)
+    const_pos = np.concatenate(pos).astype(np.int32)
+    const_val = np.concatenate(val)
+
+    def check(block: tf.Tensor, filename: tf.Tensor) -> tf.Tensor:
+        frames = tf.reshape(tf.io.decode_raw(block, tf.uint8), [-1, frame])
+        ok = tf.reduce_all(tf.equal(tf.gather(frames, const_pos, axis=1), const_val))
+        checks = [
+            tf.debugging.Assert(
+                ok,
+                [
+                    "tfds_bigarrays: shard",
+                    filename,
+                    "holds a record that does not match the dataset's layout "
+                    "(tfds_bigarrays.json); it is corrupt or from another dataset. "
+                    "Rebuild the dataset or restore the shard.",
+                ],
+            )
+        ]
+        if verify:
+            bad = tf.numpy_function(
+                lambda f: _crc_errors(f, codec.record_bytes), [frames], tf.int64, stateful=False
+            )
+            checks.append(
+                tf.debugging.Assert(
+                    tf.equal(tf.size(bad), 0),
+                    [
+                        "tfds_bigarrays: shard",
+                        filename,
+                        "has records whose CRC32C does not match (bit rot or an "
+                        "altered file). Rebuild the dataset or restore the shard.",
+                    ],
+                )
+            )
+        with tf.control_dependencies(checks):
+            return tf.identity(frames)
+
+    return check
 
 
 def make_decoder(codec: RecordCodec) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """A TF function: `(B,)` serialized records -> dict of `(B, *shape)` tensors."""
-    const_pos = np.concatenate(
-        [np.arange(s, s + len(c)) for s, c in codec._constants]  # noqa: SLF001
-    ).astype(np.int32)
-    const_val = np.concatenate([c for _, c in codec._constants])  # noqa: SLF001
+    """TF function: (n, frame_bytes) uint8 frames -> dict of (n, *shape) tensors."""
 
-    def decode(records: tf.Tensor) -> dict[str, tf.Tensor]:
-        # decode_raw refuses a batch of unequal lengths; ensure_shape refuses a
-        # batch whose common length is not ours. Neither pads or truncates.
-        raw = tf.ensure_shape(tf.io.decode_raw(records, tf.uint8), [None, codec.record_bytes])
-        batch = tf.shape(raw)[0]
-        check = tf.debugging.assert_equal(
-            tf.gather(raw, const_pos, axis=1),
-            tf.broadcast_to(const_val, [batch, len(const_val)]),
-            message="tfds_bigarrays: a record does not match the dataset's "
-            "layout (features.json / tfds_bigarrays.json); the shard is corrupt "
-            "or from another dataset",
-        )
+    def decode(frames: tf.Tensor) -> dict[str, tf.Tensor]:
+        n = tf.shape(frames)[0]
         out = {}
-        with tf.control_dependencies([check]):
-            for name, slot in codec.slots.items():
-                spec = slot.spec
-                chunk = raw[:, slot.start : slot.stop]
-                n = spec.num_elements
-                if slot.encoding == BYTES:
-                    dtype = tf.as_dtype(spec.dtype)
-                    if spec.dtype == np.bool_:
-                        values = tf.cast(chunk, tf.bool)
-                    elif spec.dtype.itemsize == 1:
-                        values = tf.bitcast(chunk, dtype) if dtype != tf.uint8 else chunk
-                    else:
-                        values = tf.bitcast(
-                            tf.reshape(chunk, [batch, n, spec.dtype.itemsize]), dtype
-                        )
-                else:  # uint32 as fixed-width varints
-                    groups = tf.cast(tf.reshape(chunk, [batch, n, 5]), tf.uint32)
-                    values = tf.zeros([batch, n], tf.uint32)
-                    for i in range(5):
-                        values = tf.bitwise.bitwise_or(
-                            values,
-                            tf.bitwise.left_shift(
-                                tf.bitwise.bitwise_and(groups[:, :, i], 0x7F), 7 * i
-                            ),
-                        )
-                out[name] = tf.reshape(values, [batch, *spec.shape])
+        for name, slot in codec.slots.items():
+            spec = slot.spec
+            chunk = frames[:, _HEADER + slot.start : _HEADER + slot.stop]
+            count = spec.num_elements
+            if slot.encoding == BYTES:
+                dtype = tf.as_dtype(spec.dtype)
+                if spec.dtype == np.bool_:
+                    values = tf.cast(chunk, tf.bool)
+                elif spec.dtype.itemsize == 1:
+                    values = chunk if dtype == tf.uint8 else tf.bitcast(chunk, dtype)
+                else:
+                    values = tf.bitcast(tf.reshape(chunk, [n, count, spec.dtype.itemsize]), dtype)
+            else:  # uint32 as fixed-width varints
+                groups = tf.cast(tf.reshape(chunk, [n, count, 5]), tf.uint32)
+                values = tf.zeros([n, count], tf.uint32)
+                for i in range(5):
+                    values = tf.bitwise.bitwise_or(
+                        values,
+                        tf.bitwise.left_shift(tf.bitwise.bitwise_and(groups[:, :, i], 0x7F), 7 * i),
+                    )
+            out[name] = tf.reshape(values, [n, *spec.shape])
         return out
 
     return decode
 
 
-def share_of_reads(
-    reads: list[tuple[str, int, int]], *, num_shares: int, index: int
-) -> list[tuple[str, int, int]]:
-    """Share `index` of `num_shares` of (file, skip, take) reads.
-
-    Each file's range is cut into `num_shares` contiguous pieces, so shares are
-    disjoint, together complete, balanced to one example per file, and fixed
-    before any shuffling (every worker computes the same cut).
-    """
-    out = []
-    for filename, skip, take in reads:
-        lo = skip + take * index // num_shares
-        hi = skip + take * (index + 1) // num_shares
-        if hi > lo:
-            out.append((filename, lo, hi - lo))
-    return out
+def _reads(builder, split) -> list[tuple[str, int, int, int]]:
+    instructions = builder.info.splits[split].file_instructions
+    return [
+        (os.fspath(fi.filename), int(fi.skip), int(fi.take), int(fi.examples_in_shard))
+        for fi in instructions
+    ]
 
 
-def _file_instructions(builder, split) -> list[Any]:
-    return list(builder.info.splits[split].file_instructions)
+def _seed(seed: int | None, offset: int) -> int | None:
+    return None if seed is None else seed + offset
 
 
 def as_dataset(
@@ -142,86 +212,110 @@ def as_dataset(
     options: ReadOptions | None = None,
 ) -> tf.data.Dataset:
     """The tf.data pipeline behind `tfds.load` for one split of our dataset."""
-    instructions = _file_instructions(builder, split)
-    if not instructions:
-        raise ValueError(f"split={split!r} selects no examples of {builder.name}.")
     codec = layout.codec()
-    seed = read_config.shuffle_seed
-    reshuffle = read_config.shuffle_reshuffle_each_iteration
-    if reshuffle is None:
-        reshuffle = True
-
-    reads = [(os.fspath(fi.filename), int(fi.skip), int(fi.take)) for fi in instructions]
-    ctx = read_config.input_context
-    if ctx is not None and ctx.num_input_pipelines > 1:
-        reads = share_of_reads(
-            reads, num_shares=ctx.num_input_pipelines, index=ctx.input_pipeline_id
-        )
-    num_examples = sum(take for _, _, take in reads)
-    filenames = [f for f, _, _ in reads]
-    skips = [skip for _, skip, _ in reads]
-    takes = [take for _, _, take in reads]
-    files = tf.data.Dataset.from_tensor_slices(
-        (
-            tf.constant(filenames, tf.string),
-            tf.constant(skips, tf.int64),
-            tf.constant(takes, tf.int64),
-        )
-    )
-    if shuffle_files:
-        files = files.shuffle(max(1, len(filenames)), seed=seed, reshuffle_each_iteration=reshuffle)
-
-    def read_file(filename, skip, take):
-        return tf.data.TFRecordDataset(filename).skip(skip).take(take)
-
-    cycle = 1
-    if shuffle_files:
-        cycle = read_config.interleave_cycle_length
-        # ReadConfig's default is a 'missing' sentinel (a str), or None/AUTOTUNE.
-        if not isinstance(cycle, int) or isinstance(cycle, str) or cycle <= 0:
-            cycle = max(1, min(len(filenames), _MAX_INTERLEAVE))
-    parallel = {"num_parallel_calls": min(cycle, 4), "deterministic": True} if cycle > 1 else {}
-    records = files.interleave(
-        read_file,
-        cycle_length=cycle,
-        block_length=read_config.interleave_block_length or 1,
-        **parallel,
-    )
-
-    if read_config.assert_cardinality:
-        # Known length: Keras sizes epochs from it, and a shard shorter than
-        # its recorded length fails loudly instead of shortening the epoch.
-        records = records.apply(tf.data.experimental.assert_cardinality(num_examples))
-    if shuffle_files:
-        buffer = shuffle_buffer_examples(layout, num_examples=num_examples, options=options)
-        records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=reshuffle)
-
-    wants_full = batch_size == -1
-    if wants_full:
-        batch_size = num_examples or sys.maxsize
-    decode = make_decoder(codec)
+    frame = codec.frame_bytes
     keys = builder.info.supervised_keys if as_supervised else None
     if as_supervised and not keys:
         raise ValueError(
             f"as_supervised=True but {builder.name} has no supervised keys; build "
             "it with --supervised x,y (or SUPERVISED_KEYS), or use as_supervised=False."
         )
+    reads = _reads(builder, split)
+    ctx = read_config.input_context
+    if ctx is not None and ctx.num_input_pipelines > 1:
+        reads = _readplan.share_of_reads(
+            reads, num_shares=ctx.num_input_pipelines, index=ctx.input_pipeline_id
+        )
+    _readplan.check_shard_sizes(reads, frame_bytes=frame)
+    num_examples = sum(take for _, _, take, _ in reads)
+    wants_full = batch_size == -1
+    if wants_full:
+        batch_size = max(1, num_examples)
+    budget, verify = _resolve(layout, options)
+    batch_rows = batch_size or 256
+    plan = _readplan.plan_memory(
+        frame_bytes=frame,
+        num_examples=max(1, num_examples),
+        num_files=len({r[0] for r in reads}),
+        batch_rows=batch_rows,
+        budget=budget,
+        shuffle=shuffle_files,
+    )
+    seed = read_config.shuffle_seed
+    reshuffle = read_config.shuffle_reshuffle_each_iteration
+    reshuffle = True if reshuffle is None else reshuffle
+
+    parts = _readplan.pieces(reads, frame_bytes=frame, block_rows=plan.block_rows)
+    files = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant([p.filename for p in parts], tf.string),
+            tf.constant([p.record_bytes for p in parts], tf.int64),
+            tf.constant([p.header_bytes for p in parts], tf.int64),
+            tf.constant([p.footer_bytes for p in parts], tf.int64),
+        )
+    )
+    if shuffle_files:
+        files = files.shuffle(
+            max(1, len(parts)), seed=_seed(seed, 0), reshuffle_each_iteration=reshuffle
+        )
+
+    read_buffer = max(256 * 1024, plan.block_rows * frame)
+
+    def read_piece(filename, record_bytes, header_bytes, footer_bytes):
+        blocks = tf.data.FixedLengthRecordDataset(
+            filename, record_bytes, header_bytes, footer_bytes, buffer_size=read_buffer
+        )
+        return blocks.map(lambda b: (b, filename))
+
+    cycle = plan.cycle_length
+    parallel = {"num_parallel_calls": min(cycle, 4), "deterministic": True} if cycle > 1 else {}
+    blocks = files.interleave(read_piece, cycle_length=cycle, block_length=1, **parallel)
+    if shuffle_files and plan.shuffle_blocks > 1:
+        blocks = blocks.shuffle(
+            plan.shuffle_blocks, seed=_seed(seed, 1), reshuffle_each_iteration=reshuffle
+        )
+    check = _block_checker(codec, verify)
+    frames = blocks.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    decode = make_decoder(codec)
 
     def structure(features):
         if keys:
             return tf.nest.map_structure(lambda k: features[k], keys)
         return features
 
-    ds = records.batch(batch_size or _DECODE_BLOCK)
-    ds = ds.map(
-        lambda r: structure(decode(r)),
-        num_parallel_calls=read_config.num_parallel_calls_for_decode or tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    if not batch_size:
+    if shuffle_files:
+        groups = frames.rebatch(plan.group_rows)
+        randoms = tf.data.Dataset.random(
+            seed=_seed(seed, 2), rerandomize_each_iteration=reshuffle
+        ).batch(2)
+
+        def permute_and_decode(group, rnd):
+            return decode(tf.random.experimental.stateless_shuffle(group, seed=rnd))
+
+        ds = tf.data.Dataset.zip((groups, randoms)).map(
+            permute_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+        ds = ds.rebatch(batch_rows)
+    else:
+        ds = frames.rebatch(batch_rows).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+    ds = ds.map(structure)
+    if batch_size:
+        cardinality = -(-num_examples // batch_size)
+    else:
         ds = ds.unbatch()
+        cardinality = num_examples
+    if read_config.assert_cardinality:
+        # Known length: Keras sizes epochs from it, and a shard shorter than its
+        # recorded length fails loudly instead of shortening the epoch.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
     if not read_config.skip_prefetch:
-        ds = ds.prefetch(tf.data.AUTOTUNE)
+        ds = ds.prefetch(plan.prefetch_batches if batch_size else tf.data.AUTOTUNE)
+    opts = tf.data.Options()
+    opts.autotune.ram_budget = plan.autotune_ram_bytes
+    ds = ds.with_options(opts)
     if read_config.options is not None:
         ds = ds.with_options(read_config.options)
     if wants_full:
@@ -247,7 +341,7 @@ def build_single_dataset(
     """`DatasetBuilder._build_single_dataset` for datasets of ours.
 
     Falls back to stock TFDS for datasets without our layout file, and for
-    `decoders=` (partial decoding) and `add_tfds_id`, which our batch decoder
+    `decoders=` (partial decoding) and `add_tfds_id`, which our block decoder
     does not take.
     """
     layout = layout_of(builder)

@@ -1,0 +1,320 @@
+"""Read-path benchmark: examples/s and peak RSS, side by side in one run.
+
+Contenders, each in a fresh process (so peak RSS is its own), batch 256:
+  in-memory  tf.data.Dataset.from_tensor_slices over arrays held in RAM,
+             shuffle(3000), batch, prefetch
+  seed       the blog post's pipeline over its own TFRecords (one Example per
+             row with tf.io.serialize_tensor bytes; shuffle(3000),
+             map(parse, 8), batch(256), prefetch(64))
+  stock-tfds tfds.features.Tensor dataset built by TFDS's writer; tfds.load
+             + shuffle(3000) + batch + prefetch (tfds_bigarrays not imported)
+  ours       tfds.load(..., shuffle_files=True, batch_size=256,
+             as_supervised=True) with tfds_bigarrays imported (defaults)
+
+Row kinds: 32 float32 ("small") and 64x64 float32 ("image"). Then peak RSS of
+one epoch streaming a 1 GB and a 4 GB dataset, ours and seed.
+
+    .venv/bin/python benchmarks/read_throughput.py            # full run, writes docs/
+    .venv/bin/python benchmarks/read_throughput.py --quick    # smaller, no 4 GB
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import pathlib
+import shutil
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _common import emit, peak_rss_bytes, run_child, time_epochs, write_npy_chunked  # noqa: E402
+
+HERE = pathlib.Path(__file__).resolve()
+ROOT = HERE.parent.parent
+KINDS = {"small": (32,), "image": (64, 64)}
+BATCH = 256
+SEED_SHUFFLE = 3000
+
+
+# ---------------------------------------------------------------- preparation
+def write_seed_tfrecords(src: pathlib.Path, out: pathlib.Path, *, rows_per_file: int) -> None:
+    """The seed's save_tfrecords, verbatim in format (serialize_tensor per row)."""
+    import tensorflow as tf
+
+    x = np.load(src / "x.npy", mmap_mode="r")
+    y = np.load(src / "y.npy", mmap_mode="r")
+    out.mkdir(parents=True, exist_ok=True)
+    for f, start in enumerate(range(0, len(x), rows_per_file)):
+        stop = min(len(x), start + rows_per_file)
+        with tf.io.TFRecordWriter(str(out / f"part{f:04d}.tfrecords")) as writer:
+            for i in range(start, stop):
+                features = tf.train.Features(
+                    feature={
+                        "data": tf.train.Feature(
+                            bytes_list=tf.train.BytesList(
+                                value=[tf.io.serialize_tensor(np.asarray(x[i])).numpy()]
+                            )
+                        ),
+                        "label": tf.train.Feature(float_list=tf.train.FloatList(value=[y[i]])),
+                    }
+                )
+                writer.write(tf.train.Example(features=features).SerializeToString())
+
+
+def prepare(work: pathlib.Path, kind: str, rows: int, *, stock: bool) -> None:
+    """Source arrays, then each contender's files; each step skipped if done."""
+    src = work / kind
+    shape = KINDS[kind]
+    if not (src / "arrays.done").exists():
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir(parents=True)
+        write_npy_chunked(src / "x.npy", rows=rows, row_shape=shape, seed=1)
+        np.save(src / "y.npy", np.random.default_rng(2).random(rows, dtype=np.float32))
+        (src / "arrays.done").write_text("ok")
+    if not (src / "ours.done").exists():
+        import tfds_bigarrays as tb
+
+        shutil.rmtree(src / "ours", ignore_errors=True)
+        t0 = time.perf_counter()
+        tb.build(
+            f"ours_{kind}",
+            data_dir=src / "ours",
+            splits={"train": {"x": src / "x.npy", "y": src / "y.npy"}},
+            supervised_keys=("x", "y"),
+        )
+        print(f"  built ours_{kind} in {time.perf_counter() - t0:.1f} s", flush=True)
+        (src / "ours.done").write_text("ok")
+    if not (src / "seed.done").exists():
+        row_bytes = int(np.prod(shape)) * 4
+        t0 = time.perf_counter()
+        write_seed_tfrecords(src, src / "seed", rows_per_file=max(1, (256 << 20) // row_bytes))
+        print(f"  wrote seed records in {time.perf_counter() - t0:.1f} s", flush=True)
+        (src / "seed.done").write_text("ok")
+    if stock and not (src / "stock.done").exists():
+        sys.path.insert(0, str(ROOT))
+        from benchmarks._stock_builder import build_stock
+
+        shutil.rmtree(src / "stock", ignore_errors=True)
+        t0 = time.perf_counter()
+        build_stock(f"stock_{kind}", source_dir=str(src), data_dir=str(src / "stock"))
+        print(f"  built stock_{kind} in {time.perf_counter() - t0:.1f} s", flush=True)
+        (src / "stock.done").write_text("ok")
+
+
+# ---------------------------------------------------------------- contenders
+def seed_dataset(files):
+    import tensorflow as tf
+
+    def map_func(example):
+        feature_description = {
+            "data": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.float32),
+        }
+        parsed = tf.io.parse_single_example(example, features=feature_description)
+        return tf.io.parse_tensor(parsed["data"], tf.float32), parsed["label"]
+
+    ds = tf.data.TFRecordDataset(files)
+    ds = ds.shuffle(SEED_SHUFFLE)
+    ds = ds.map(map_func=map_func, num_parallel_calls=8)
+    return ds.batch(BATCH).prefetch(64)
+
+
+def make(contender: str, src: pathlib.Path, kind: str):
+    import tensorflow as tf
+
+    if contender == "in-memory":
+        x, y = np.load(src / "x.npy"), np.load(src / "y.npy")
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(SEED_SHUFFLE)
+        return ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
+    if contender == "seed":
+        return seed_dataset(sorted(glob.glob(str(src / "seed" / "*.tfrecords"))))
+    import tensorflow_datasets as tfds
+
+    if contender == "stock-tfds":
+        ds = tfds.load(
+            f"stock_{kind}",
+            data_dir=src / "stock",
+            split="train",
+            shuffle_files=True,
+            as_supervised=True,
+        )
+        return ds.shuffle(SEED_SHUFFLE).batch(BATCH).prefetch(tf.data.AUTOTUNE)
+    if contender == "ours":
+        import tfds_bigarrays  # noqa: F401
+
+        return tfds.load(
+            f"ours_{kind}",
+            data_dir=src / "ours",
+            split="train",
+            shuffle_files=True,
+            batch_size=BATCH,
+            as_supervised=True,
+        )
+    raise ValueError(contender)
+
+
+def child(args) -> None:
+    src = pathlib.Path(args.src)
+    ds = make(args.contender, src, args.kind)
+    rate, count = time_epochs(ds, epochs=args.epochs)
+    emit({"examples_per_s": rate, "examples": count, "peak_rss": peak_rss_bytes()})
+
+
+# ---------------------------------------------------------------- report
+def chart(rows: list[dict], scale: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, kind in zip(axes[:2], KINDS, strict=True):
+        sub = [r for r in rows if r["kind"] == kind]
+        base = next(r["examples_per_s"] for r in sub if r["contender"] == "in-memory")
+        ax.bar(
+            [r["contender"] for r in sub],
+            [r["examples_per_s"] / base for r in sub],
+            color=["#888", "#c66", "#c96", "#36c"][: len(sub)],
+        )
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_title(f"rows of {'x'.join(map(str, KINDS[kind]))} float32: examples/s vs in-memory")
+        for i, r in enumerate(sub):
+            ax.text(
+                i,
+                r["examples_per_s"] / base,
+                f"{r['examples_per_s'] / 1e3:.0f}k/s",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+    ax = axes[2]
+    labels = [f"{s['contender']} {s['gb']:g} GB" for s in scale]
+    ax.bar(labels, [s["peak_rss"] / 1e9 for s in scale], color="#6a6")
+    ax.set_ylabel("peak RSS, GB")
+    ax.set_title("peak RSS streaming one epoch")
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--contender")
+    parser.add_argument("--kind")
+    parser.add_argument("--src")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workdir", default="/tmp/tfds_bigarrays_bench")
+    parser.add_argument("--quick", action="store_true", help="small sizes, no 4 GB run")
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    work = pathlib.Path(args.workdir)
+    scale_factor = 0.25 if args.quick else 1.0
+    rows = {"small": int(1_000_000 * scale_factor), "image": int(20_000 * scale_factor)}
+    results = []
+    for kind in KINDS:
+        print(f"preparing {kind} ({rows[kind]:,} rows)", flush=True)
+        prepare(work, kind, rows[kind], stock=True)
+        for contender in ("in-memory", "seed", "stock-tfds", "ours"):
+            r = run_child(
+                str(HERE),
+                "--contender",
+                contender,
+                "--kind",
+                kind,
+                "--src",
+                str(work / kind),
+                "--epochs",
+                str(args.epochs),
+            )
+            r.update(kind=kind, contender=contender)
+            results.append(r)
+            print(
+                f"  {kind:6s} {contender:11s} {r['examples_per_s']:>10,.0f} ex/s  "
+                f"peak RSS {r['peak_rss'] / 1e9:.2f} GB",
+                flush=True,
+            )
+
+    scale = []
+    for gb in (1, 4) if not args.quick else (0.25, 1):
+        kind = f"stream{gb:g}"
+        KINDS_ROWS = int(gb * 1e9 / (64 * 64 * 4))
+        KINDS[kind] = (64, 64)
+        print(f"preparing {kind} ({KINDS_ROWS:,} rows)", flush=True)
+        prepare(work, kind, KINDS_ROWS, stock=False)
+        for contender in ("seed", "ours"):
+            r = run_child(
+                str(HERE),
+                "--contender",
+                contender,
+                "--kind",
+                kind,
+                "--src",
+                str(work / kind),
+                "--epochs",
+                "1",
+            )
+            r.update(gb=gb, contender=contender)
+            scale.append(r)
+            print(
+                f"  {gb:g} GB {contender:6s} peak RSS {r['peak_rss'] / 1e9:.2f} GB "
+                f"({r['examples_per_s']:,.0f} ex/s)",
+                flush=True,
+            )
+        del KINDS[kind]
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "| rows | contender | examples/s | vs in-memory | vs seed | peak RSS |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for kind in KINDS:
+        sub = {r["contender"]: r for r in results if r["kind"] == kind}
+        mem, seed = sub["in-memory"]["examples_per_s"], sub["seed"]["examples_per_s"]
+        for name, r in sub.items():
+            lines.append(
+                f"| {'x'.join(map(str, KINDS[kind]))} float32 | {name} | "
+                f"{r['examples_per_s']:,.0f} | {r['examples_per_s'] / mem:.2f}x | "
+                f"{r['examples_per_s'] / seed:.2f}x | {r['peak_rss'] / 1e9:.2f} GB |"
+            )
+    lines += ["", "| streaming one epoch | seed peak RSS | ours peak RSS |", "|---|---:|---:|"]
+    for gb in sorted({s["gb"] for s in scale}):
+        sub = {s["contender"]: s for s in scale if s["gb"] == gb}
+        lines.append(
+            f"| {gb:g} GB of 64x64 float32 | {sub['seed']['peak_rss'] / 1e9:.2f} GB | "
+            f"{sub['ours']['peak_rss'] / 1e9:.2f} GB |"
+        )
+    gbs = sorted({s["gb"] for s in scale})
+    ours = {s["gb"]: s["peak_rss"] for s in scale if s["contender"] == "ours"}
+    lines.append(
+        f"\nOurs, peak RSS at {gbs[-1]:g} GB / at {gbs[0]:g} GB: {ours[gbs[-1]] / ours[gbs[0]]:.3f}"
+    )
+    stamp = time.strftime("%Y-%m-%d")
+    text = (
+        f"Measured {stamp} on a {os.cpu_count()}-core machine, batch {BATCH}, "
+        f"{args.epochs} epochs after a warm-up; command: "
+        f"`.venv/bin/python benchmarks/read_throughput.py{' --quick' if args.quick else ''}`.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+    suffix = "_quick" if args.quick else ""
+    (out / f"read_benchmark{suffix}.md").write_text(text)
+    (out / f"read_benchmark{suffix}.json").write_text(
+        json.dumps({"throughput": results, "scale": scale}, indent=1)
+    )
+    chart(results, scale, out / f"read_benchmark{suffix}.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

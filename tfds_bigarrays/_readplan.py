@@ -1,0 +1,190 @@
+"""Read planning: block sizes, buffer sizes and file pieces, in plain Python.
+
+Everything the tf.data pipeline needs to know is decided here, from the
+layout, the memory budget and the requested rows, so that it can be tested
+without TensorFlow and never changes by accident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from etils import epath
+
+MiB = 1 << 20
+DEFAULT_MEMORY_BUDGET = 256 * MiB
+MIN_MEMORY_BUDGET = 4 * MiB
+# A block is what one tf.data element carries: enough rows to amortize the
+# per-element cost, small enough that a shuffle buffer holds many of them.
+TARGET_BLOCK_BYTES = 64 * 1024
+MAX_INTERLEAVE = 16
+# Rows are shuffled within groups of at least this many blocks.
+GROUP_BLOCKS = 16
+
+
+class ReadPlanError(ValueError):
+    """A read setting is out of range, or a shard does not match its record."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MemoryPlan:
+    """How a memory budget is spent by one read pipeline.
+
+    Attributes:
+      block_rows: examples per block (one tf.data element before decoding).
+      shuffle_blocks: blocks held by the block shuffle buffer.
+      group_rows: rows shuffled together after decoding (a whole batch or more).
+      cycle_length: shards read at once.
+      prefetch_batches: batches prefetched at the end.
+      autotune_ram_bytes: budget handed to tf.data's autotuner for its buffers.
+    """
+
+    block_rows: int
+    shuffle_blocks: int
+    group_rows: int
+    cycle_length: int
+    prefetch_batches: int
+    autotune_ram_bytes: int
+
+    def bytes_bound(self, frame_bytes: int, batch_rows: int) -> int:
+        """Rough upper bound of bytes held in buffers (for docs and tests)."""
+        block = self.block_rows * frame_bytes
+        return (
+            self.shuffle_blocks * block
+            + self.cycle_length * 2 * block
+            + 2 * self.group_rows * frame_bytes
+            + self.prefetch_batches * batch_rows * frame_bytes
+            + self.autotune_ram_bytes
+        )
+
+
+def plan_memory(
+    *,
+    frame_bytes: int,
+    num_examples: int,
+    num_files: int,
+    batch_rows: int,
+    budget: int = DEFAULT_MEMORY_BUDGET,
+    shuffle: bool = True,
+) -> MemoryPlan:
+    """Splits `budget` bytes between the pipeline's buffers.
+
+    Half goes to the shuffle buffer, an eighth to tf.data's autotuned buffers,
+    the rest to interleave, groups and prefetch (their bound is computed, not
+    assumed: see `MemoryPlan.bytes_bound`).
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_MEMORY_BUDGET:
+        raise ReadPlanError(
+            f"memory_budget={budget!r} must be an int of at least {MIN_MEMORY_BUDGET} bytes "
+            "(4 MiB); for example 256 * 2**20."
+        )
+    block_rows = max(1, min(TARGET_BLOCK_BYTES // frame_bytes, num_examples))
+    block = block_rows * frame_bytes
+    shuffle_blocks = max(1, (budget // 2) // block) if shuffle else 1
+    total_blocks = -(-num_examples // block_rows)
+    shuffle_blocks = min(shuffle_blocks, total_blocks)
+    group_rows = batch_rows
+    if shuffle:
+        group_rows = max(batch_rows, GROUP_BLOCKS * block_rows)
+        # A group must fit its share of the budget (two in flight).
+        group_rows = max(batch_rows, min(group_rows, (budget // 16) // frame_bytes))
+    cycle = max(1, min(num_files, MAX_INTERLEAVE, (budget // 16) // (2 * block))) if shuffle else 1
+    prefetch = max(1, min(4, (budget // 16) // max(1, batch_rows * frame_bytes)))
+    return MemoryPlan(
+        block_rows=block_rows,
+        shuffle_blocks=shuffle_blocks,
+        group_rows=group_rows,
+        cycle_length=cycle,
+        prefetch_batches=prefetch,
+        autotune_ram_bytes=budget // 8,
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Piece:
+    """A run of equal-size blocks of one shard, as FixedLengthRecordDataset reads it."""
+
+    filename: str
+    record_bytes: int
+    header_bytes: int
+    footer_bytes: int
+
+
+def pieces(
+    reads: list[tuple[str, int, int, int]], *, frame_bytes: int, block_rows: int
+) -> list[Piece]:
+    """Turns (file, skip, take, rows in shard) reads into fixed-size block pieces.
+
+    A read of `take` rows is `take // block_rows` full blocks plus, if any rows
+    remain, one shorter block; header and footer bytes skip the rest of the
+    shard, so a slice like `train[10:20]` reads only its rows.
+    """
+    out = []
+    for filename, skip, take, rows in reads:
+        full = take // block_rows * block_rows
+        if full:
+            out.append(
+                Piece(
+                    filename=filename,
+                    record_bytes=block_rows * frame_bytes,
+                    header_bytes=skip * frame_bytes,
+                    footer_bytes=(rows - skip - full) * frame_bytes,
+                )
+            )
+        if take > full:
+            out.append(
+                Piece(
+                    filename=filename,
+                    record_bytes=(take - full) * frame_bytes,
+                    header_bytes=(skip + full) * frame_bytes,
+                    footer_bytes=(rows - skip - take) * frame_bytes,
+                )
+            )
+    return out
+
+
+def share_of_reads(
+    reads: list[tuple[str, int, int, int]], *, num_shares: int, index: int
+) -> list[tuple[str, int, int, int]]:
+    """Share `index` of `num_shares` of (file, skip, take, rows) reads.
+
+    Each file's range is cut into `num_shares` contiguous pieces, so shares are
+    disjoint, together complete, balanced to one example per file, and fixed
+    before any shuffling (every worker computes the same cut).
+    """
+    if not 0 <= index < num_shares:
+        raise ReadPlanError(f"input_pipeline_id={index} must be in [0, {num_shares}).")
+    out = []
+    for filename, skip, take, rows in reads:
+        lo = skip + take * index // num_shares
+        hi = skip + take * (index + 1) // num_shares
+        if hi > lo:
+            out.append((filename, lo, hi - lo, rows))
+    return out
+
+
+def check_shard_sizes(reads: list[tuple[str, int, int, int]], *, frame_bytes: int) -> None:
+    """Every shard must be exactly rows x frame bytes; else name the shard."""
+    seen = set()
+    for filename, _, _, rows in reads:
+        if filename in seen:
+            continue
+        seen.add(filename)
+        want = rows * frame_bytes
+        try:
+            if "://" in filename:
+                size = epath.Path(filename).stat().length
+            else:
+                size = os.path.getsize(filename)
+        except OSError as e:
+            raise ReadPlanError(
+                f"Shard {filename} is missing or unreadable ({e.strerror}). The dataset "
+                "is incomplete: rebuild it, or restore the shard."
+            ) from e
+        if size != want:
+            raise ReadPlanError(
+                f"Shard {filename} is {size} bytes but should be {want} ({rows} records of "
+                f"{frame_bytes} bytes): it was truncated or altered after the build. "
+                "Rebuild the dataset, or restore the shard."
+            )

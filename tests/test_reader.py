@@ -134,3 +134,76 @@ def test_other_datasets_keep_stock_behaviour(tmp_path):
     (builder.data_path / "tfds_bigarrays.json").unlink()
     ds = tfds.load("plain", data_dir=tmp_path, split="train", shuffle_files=False)
     assert [float(e["x"]) for e in tfds.as_numpy(ds)] == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A small dataset this test may damage: rows 0..1999 in several shards."""
+    x = np.arange(2000, dtype=np.float32).reshape(2000, 1) * np.ones((1, 8), np.float32)
+    builder = tb.build("fresh", data_dir=tmp_path, splits={"train": {"x": x}}, shard_bytes=16_384)
+    shards = sorted(builder.data_path.glob("fresh-train.tfrecord-*"))
+    assert len(shards) > 2
+    return {"data_dir": tmp_path, "shards": shards}
+
+
+def _epoch(data_dir, **kwargs):
+    ds = tfds.load("fresh", data_dir=data_dir, split="train", batch_size=100, **kwargs)
+    return np.concatenate([b["x"][:, 0] for b in tfds.as_numpy(ds)])
+
+
+def test_truncated_or_deleted_shard_is_named(fresh):
+    victim = fresh["shards"][1]
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with pytest.raises(ValueError, match=f"{victim.name} is .* bytes but should be"):
+        _epoch(fresh["data_dir"], shuffle_files=True)
+    victim.unlink()
+    with pytest.raises(ValueError, match=f"{victim.name} is missing"):
+        _epoch(fresh["data_dir"], shuffle_files=True)
+
+
+@pytest.mark.parametrize("where", ["payload", "layout"])
+def test_flipped_byte_fails_naming_the_shard(fresh, where):
+    victim = fresh["shards"][2]
+    data = bytearray(victim.read_bytes())
+    # Frame: 12-byte header, Example (constant prefix ... payload), 4-byte crc.
+    offset = 12 + 3 if where == "layout" else len(data) // 2
+    data[offset] ^= 0x40
+    victim.write_bytes(bytes(data))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=victim.name):
+        _epoch(fresh["data_dir"], shuffle_files=True)
+    if where == "layout":  # caught even without checksum verification
+        with tb.read_options(verify_checksums=False):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="does not match"):
+                _epoch(fresh["data_dir"], shuffle_files=False)
+
+
+def test_checkpoint_resumes_mid_epoch(fresh):
+    ds = tfds.load(
+        "fresh",
+        data_dir=fresh["data_dir"],
+        split="train",
+        batch_size=64,
+        shuffle_files=True,
+        read_config=tfds.ReadConfig(shuffle_seed=5),
+    )
+    it = iter(ds)
+    head = [next(it)["x"][:, 0].numpy() for _ in range(7)]
+    path = tf.train.Checkpoint(iterator=it).save(str(fresh["data_dir"] / "ckpt"))
+    tail = [b["x"][:, 0].numpy() for b in it]
+    resumed = iter(ds)
+    tf.train.Checkpoint(iterator=resumed).restore(path)
+    tail2 = [b["x"][:, 0].numpy() for b in resumed]
+    assert len(tail) == len(tail2) and all(map(np.array_equal, tail, tail2))
+    seen = np.concatenate(head + tail)
+    assert sorted(seen.tolist()) == list(range(2000))  # nothing repeated or skipped
+
+
+def test_read_options_validate_the_budget(fresh, monkeypatch):
+    with tb.read_options(memory_budget=10):
+        with pytest.raises(ValueError, match="memory_budget=10 must be"):
+            _epoch(fresh["data_dir"], shuffle_files=True)
+    monkeypatch.setenv("TFDS_BIGARRAYS_MEMORY_BUDGET", "lots")
+    with pytest.raises(ValueError, match="TFDS_BIGARRAYS_MEMORY_BUDGET='lots'"):
+        _epoch(fresh["data_dir"], shuffle_files=True)
+    monkeypatch.setenv("TFDS_BIGARRAYS_MEMORY_BUDGET", str(8 << 20))
+    assert sorted(_epoch(fresh["data_dir"], shuffle_files=True).tolist()) == list(range(2000))

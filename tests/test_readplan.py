@@ -1,0 +1,100 @@
+"""Read planning, pure Python: budgets, pieces, shares, shard checks."""
+
+import pytest
+
+from tfds_bigarrays._readplan import (
+    MIN_MEMORY_BUDGET,
+    ReadPlanError,
+    check_shard_sizes,
+    pieces,
+    plan_memory,
+    share_of_reads,
+)
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("frame", [50, 150, 16_400, 5 * MiB])
+@pytest.mark.parametrize("budget", [4 * MiB, 64 * MiB, 256 * MiB, 1024 * MiB])
+def test_memory_plan_stays_within_budget(frame, budget):
+    plan = plan_memory(
+        frame_bytes=frame, num_examples=10**9, num_files=1000, batch_rows=256, budget=budget
+    )
+    bound = plan.bytes_bound(frame, 256)
+    # Rows bigger than the budget's slices still need one block, one batch.
+    floor = 4 * 256 * frame + 3 * frame
+    assert bound <= max(budget, floor) + 4 * 256 * frame, (plan, bound)
+    assert plan.shuffle_blocks * plan.block_rows * frame <= max(budget // 2, frame)
+    assert plan.group_rows >= 256
+
+
+def test_memory_plan_is_stable():
+    # Fixed expectations: changing them changes every user's pipeline.
+    plan = plan_memory(frame_bytes=160, num_examples=10**6, num_files=4, batch_rows=256)
+    assert (plan.block_rows, plan.shuffle_blocks, plan.group_rows, plan.cycle_length) == (
+        409,
+        2051,
+        6544,
+        4,
+    )
+
+
+def test_memory_plan_small_dataset_and_no_shuffle():
+    plan = plan_memory(frame_bytes=100, num_examples=10, num_files=1, batch_rows=4)
+    assert plan.block_rows == 10 and plan.shuffle_blocks == 1
+    plan = plan_memory(
+        frame_bytes=100, num_examples=10**6, num_files=8, batch_rows=32, shuffle=False
+    )
+    assert plan.cycle_length == 1 and plan.group_rows == 32
+
+
+@pytest.mark.parametrize("budget", [0, MIN_MEMORY_BUDGET - 1, 1.5e9, "1G", True])
+def test_bad_budget_is_named(budget):
+    with pytest.raises(ReadPlanError, match="memory_budget=.*at least"):
+        plan_memory(frame_bytes=100, num_examples=10, num_files=1, batch_rows=4, budget=budget)
+
+
+def _rows(ps, frame, shard_rows):
+    """The (file, row) pairs that FixedLengthRecordDataset would read."""
+    out = []
+    for p in ps:
+        size = shard_rows[p.filename] * frame
+        body = size - p.header_bytes - p.footer_bytes
+        assert body % p.record_bytes == 0, p  # whole blocks only
+        first, last = p.header_bytes // frame, (size - p.footer_bytes) // frame
+        out.extend((p.filename, r) for r in range(first, last))
+    return out
+
+
+@pytest.mark.parametrize("skip, take, rows", [(0, 100, 100), (3, 10, 100), (0, 7, 7), (95, 5, 100)])
+def test_pieces_cover_exactly_the_requested_rows(skip, take, rows):
+    ps = pieces([("f", skip, take, rows)], frame_bytes=10, block_rows=4)
+    assert _rows(ps, 10, {"f": rows}) == [("f", r) for r in range(skip, skip + take)]
+
+
+@pytest.mark.parametrize("shares", [1, 2, 3, 7, 250])
+def test_shares_are_disjoint_complete_and_balanced(shares):
+    reads = [("a", 0, 100, 100), ("b", 10, 37, 50), ("c", 0, 1, 1)]
+    sizes = {"a": 100, "b": 50, "c": 1}
+    got = []
+    for i in range(shares):
+        share = share_of_reads(reads, num_shares=shares, index=i)
+        got.append(_rows(pieces(share, frame_bytes=1, block_rows=3), 1, sizes))
+    flat = [r for share in got for r in share]
+    assert sorted(flat) == sorted(_rows(pieces(reads, frame_bytes=1, block_rows=3), 1, sizes))
+    assert len(flat) == len(set(flat))
+    counts = [len(s) for s in got]
+    assert max(counts) - min(counts) <= len(reads)
+    with pytest.raises(ReadPlanError, match="input_pipeline_id=5"):
+        share_of_reads(reads, num_shares=5, index=5)
+
+
+def test_shard_size_check_names_the_shard(tmp_path):
+    good, short = tmp_path / "good", tmp_path / "short"
+    good.write_bytes(b"x" * 100)
+    short.write_bytes(b"x" * 90)
+    check_shard_sizes([(str(good), 0, 10, 10)], frame_bytes=10)
+    with pytest.raises(ReadPlanError, match=r"short is 90 bytes but should be 100"):
+        check_shard_sizes([(str(good), 0, 10, 10), (str(short), 0, 10, 10)], frame_bytes=10)
+    with pytest.raises(ReadPlanError, match=r"missing is missing or unreadable"):
+        check_shard_sizes([(str(tmp_path / "missing"), 0, 1, 1)], frame_bytes=10)

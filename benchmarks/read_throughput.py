@@ -246,7 +246,7 @@ def main() -> None:
 
     scale = []
     for gb in (1, 4) if not args.quick else (0.25, 1):
-        kind = f"stream{gb:g}"
+        kind = f"stream{gb:g}".replace(".", "_")
         KINDS_ROWS = int(gb * 1e9 / (64 * 64 * 4))
         KINDS[kind] = (64, 64)
         print(f"preparing {kind} ({KINDS_ROWS:,} rows)", flush=True)

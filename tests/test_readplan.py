@@ -25,16 +25,16 @@ def test_memory_plan_stays_within_budget(frame, budget):
     floor = 4 * 256 * frame + 3 * frame
     assert bound <= max(budget, floor) + 4 * 256 * frame, (plan, bound)
     assert plan.shuffle_blocks * plan.block_rows * frame <= max(budget // 2, frame)
-    assert plan.group_rows >= 256
+    assert plan.group_blocks * plan.block_rows >= 256
 
 
 def test_memory_plan_is_stable():
     # Fixed expectations: changing them changes every user's pipeline.
     plan = plan_memory(frame_bytes=160, num_examples=10**6, num_files=4, batch_rows=256)
-    assert (plan.block_rows, plan.shuffle_blocks, plan.group_rows, plan.cycle_length) == (
+    assert (plan.block_rows, plan.shuffle_blocks, plan.group_blocks, plan.cycle_length) == (
         409,
         2051,
-        6544,
+        16,
         4,
     )
 
@@ -45,7 +45,7 @@ def test_memory_plan_small_dataset_and_no_shuffle():
     plan = plan_memory(
         frame_bytes=100, num_examples=10**6, num_files=8, batch_rows=32, shuffle=False
     )
-    assert plan.cycle_length == 1 and plan.group_rows == 32
+    assert plan.cycle_length == 1 and plan.group_blocks == 1
 
 
 @pytest.mark.parametrize("budget", [0, MIN_MEMORY_BUDGET - 1, 1.5e9, "1G", True])

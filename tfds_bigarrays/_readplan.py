@@ -21,6 +21,10 @@ TARGET_BLOCK_BYTES = 64 * 1024
 MAX_INTERLEAVE = 16
 # Rows are shuffled within groups of at least this many blocks.
 GROUP_BLOCKS = 16
+# When shuffling, shards are read as independent pieces of about this size:
+# pieces are shuffled and interleaved, so that blocks come from many places of
+# the dataset at once, and several pieces of one shard can be read in parallel.
+PIECE_BYTES = 16 * MiB
 
 
 class ReadPlanError(ValueError):
@@ -34,18 +38,22 @@ class MemoryPlan:
     Attributes:
       block_rows: examples per block (one tf.data element before decoding).
       shuffle_blocks: blocks held by the block shuffle buffer.
-      group_rows: rows shuffled together after decoding (a whole batch or more).
+      group_blocks: blocks decoded together, and whose rows are shuffled
+        together (at least a batch).
       cycle_length: shards read at once.
       prefetch_batches: batches prefetched at the end.
       autotune_ram_bytes: budget handed to tf.data's autotuner for its buffers.
+      piece_rows: rows per independently read piece of a shard (a multiple of
+        block_rows), when shuffling.
     """
 
     block_rows: int
     shuffle_blocks: int
-    group_rows: int
+    group_blocks: int
     cycle_length: int
     prefetch_batches: int
     autotune_ram_bytes: int
+    piece_rows: int
 
     def bytes_bound(self, frame_bytes: int, batch_rows: int) -> int:
         """Rough upper bound of bytes held in buffers (for docs and tests)."""
@@ -53,7 +61,7 @@ class MemoryPlan:
         return (
             self.shuffle_blocks * block
             + self.cycle_length * 2 * block
-            + 2 * self.group_rows * frame_bytes
+            + 2 * self.group_blocks * block
             + self.prefetch_batches * batch_rows * frame_bytes
             + self.autotune_ram_bytes
         )
@@ -84,17 +92,19 @@ def plan_memory(
     shuffle_blocks = max(1, (budget // 2) // block) if shuffle else 1
     total_blocks = -(-num_examples // block_rows)
     shuffle_blocks = min(shuffle_blocks, total_blocks)
-    group_rows = batch_rows
+    batch_blocks = -(-batch_rows // block_rows)
+    group_blocks = batch_blocks
     if shuffle:
-        group_rows = max(batch_rows, GROUP_BLOCKS * block_rows)
         # A group must fit its share of the budget (two in flight).
-        group_rows = max(batch_rows, min(group_rows, (budget // 16) // frame_bytes))
+        group_blocks = max(batch_blocks, min(GROUP_BLOCKS, (budget // 16) // block))
     cycle = max(1, min(num_files, MAX_INTERLEAVE, (budget // 16) // (2 * block))) if shuffle else 1
     prefetch = max(1, min(4, (budget // 16) // max(1, batch_rows * frame_bytes)))
+    piece_rows = max(1, PIECE_BYTES // block) * block_rows
     return MemoryPlan(
+        piece_rows=piece_rows,
         block_rows=block_rows,
         shuffle_blocks=shuffle_blocks,
-        group_rows=group_rows,
+        group_blocks=group_blocks,
         cycle_length=cycle,
         prefetch_batches=prefetch,
         autotune_ram_bytes=budget // 8,
@@ -112,14 +122,26 @@ class Piece:
 
 
 def pieces(
-    reads: list[tuple[str, int, int, int]], *, frame_bytes: int, block_rows: int
+    reads: list[tuple[str, int, int, int]],
+    *,
+    frame_bytes: int,
+    block_rows: int,
+    max_piece_rows: int | None = None,
 ) -> list[Piece]:
     """Turns (file, skip, take, rows in shard) reads into fixed-size block pieces.
 
     A read of `take` rows is `take // block_rows` full blocks plus, if any rows
     remain, one shorter block; header and footer bytes skip the rest of the
-    shard, so a slice like `train[10:20]` reads only its rows.
+    shard, so a slice like `train[10:20]` reads only its rows. With
+    `max_piece_rows`, reads are first cut into runs of at most that many rows.
     """
+    if max_piece_rows is not None:
+        step = max(block_rows, max_piece_rows // block_rows * block_rows)
+        reads = [
+            (filename, start, min(step, skip + take - start), rows)
+            for filename, skip, take, rows in reads
+            for start in range(skip, skip + take, step)
+        ]
     out = []
     for filename, skip, take, rows in reads:
         full = take // block_rows * block_rows

@@ -13,6 +13,15 @@ import numpy as np
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak RSS (VmHWM).
+
+    Not getrusage's ru_maxrss: on Linux that survives fork and exec, so a
+    child would report its parent's peak if it was higher.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

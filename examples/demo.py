@@ -46,6 +46,15 @@ def write_task(workdir: pathlib.Path, *, rows: int, split: str, seed: int) -> No
     del x, y
 
 
+def peak_rss_bytes() -> int:
+    """Peak RSS of this process (VmHWM; ru_maxrss would include the parent's)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def train(data_dir: str, *, batch_size: int, epochs: int) -> dict:
     """Runs in its own process so that its peak RSS is the training's alone."""
     import keras
@@ -95,7 +104,7 @@ def train(data_dir: str, *, batch_size: int, epochs: int) -> dict:
         "examples_per_s": (n_train + n_val) * epochs_run / seconds,
         "val_accuracy": max(history.history["val_accuracy"]),
         "rss_before_fit_bytes": rss_before_fit,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }
 
 

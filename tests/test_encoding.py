@@ -83,3 +83,20 @@ def test_decode_refuses_foreign_layout():
     b = RecordCodec({"z": FeatureSpec(dtype="int32", shape=(2,))})
     with pytest.raises(RecordError, match="does not match"):
         b.decode(a.encode({"x": np.zeros((1, 2), np.int32)}))
+
+
+@pytest.mark.parametrize("record_shape", [(4,), (300,)])  # folded and per-record paths
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_crc_errors_finds_each_corrupted_record(record_shape, n):
+    from tfds_bigarrays._encoding import crc_errors
+
+    codec = RecordCodec({"x": FeatureSpec(dtype="float32", shape=record_shape)})
+    rng = np.random.default_rng(n)
+    rows = rng.normal(size=(n, *record_shape)).astype(np.float32)
+    frames = np.frombuffer(codec.frame(codec.encode({"x": rows})), np.uint8)
+    frames = frames.reshape(n, codec.frame_bytes).copy()
+    assert crc_errors(frames, codec.record_bytes).tolist() == []
+    victims = sorted({0, n // 2, n - 1})
+    for v in victims:
+        frames[v, 12 + codec.record_bytes - 1 - v % 3] ^= 1 << (v % 8)
+    assert crc_errors(frames, codec.record_bytes).tolist() == victims

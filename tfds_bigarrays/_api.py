@@ -33,6 +33,14 @@ def _check_version(version: Any) -> str:
     return text
 
 
+def _check_seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise PlanError(f"permute_seed={value!r} must be None or an int in [0, 2**63).")
+    return value
+
+
 def _check_bytes(value: Any, *, what: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise PlanError(f"{what}={value!r} must be an int >= {minimum} (bytes).")
@@ -45,6 +53,7 @@ def builder_class(
     version: str = "1.0.0",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    permute_seed: int | None = None,
     description: str | None = None,
 ) -> type[ArrayDatasetBuilder]:
     """An unregistered `ArrayDatasetBuilder` subclass named `name`.
@@ -62,6 +71,7 @@ def builder_class(
         "READ_MEMORY_BUDGET": _check_bytes(
             memory_budget, what="memory_budget", minimum=MIN_MEMORY_BUDGET
         ),
+        "PERMUTE_SEED": _check_seed(permute_seed),
         "DESCRIPTION": description or f"Arrays converted by tfds-bigarrays into {name}.",
         "__module__": __name__,
     }
@@ -83,6 +93,7 @@ def build(
     version: str = "1.0.0",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    permute_seed: int | None = None,
     description: str | None = None,
     overwrite: bool = False,
 ) -> tfds.core.DatasetBuilder:
@@ -101,6 +112,9 @@ def build(
       shard_bytes: bound on each shard file's size.
       memory_budget: default bound, in bytes, on the reader's buffers together
         (shuffle buffer, interleave, prefetch); `ReadOptions` overrides it.
+      permute_seed: write rows in a keyed pseudo-random order instead of array
+        order, so that reading with shuffling approaches a full permutation
+        every epoch (see README); None keeps array order.
       description: free text recorded in `dataset_info.json`.
       overwrite: rebuild if this version already exists.
 
@@ -116,9 +130,12 @@ def build(
         version=version,
         shard_bytes=shard_bytes,
         memory_budget=memory_budget,
+        permute_seed=permute_seed,
         description=description,
     )
-    plan = make_plan(splits, supervised_keys=supervised_keys)
+    plan = make_plan(
+        splits, supervised_keys=supervised_keys, random_access=permute_seed is not None
+    )
     builder = cls(plan=plan, data_dir=os.fspath(data_dir) if data_dir is not None else None)
     if epath.Path(builder.data_path).exists() and not overwrite:
         raise DatasetExistsError(

@@ -15,6 +15,7 @@ from tfds_bigarrays import _reader
 from tfds_bigarrays._encoding import RecordCodec
 from tfds_bigarrays._features import to_tfds_features
 from tfds_bigarrays._layout import Layout, write_layout
+from tfds_bigarrays._permutation import Permutation
 from tfds_bigarrays._plan import (
     DEFAULT_SHARD_BYTES,
     MIN_SHARD_BYTES,
@@ -67,6 +68,8 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     SUPERVISED_KEYS: ClassVar[tuple[str, str] | None] = None
     SHARD_BYTES: ClassVar[int] = DEFAULT_SHARD_BYTES
     READ_MEMORY_BUDGET: ClassVar[int] = DEFAULT_MEMORY_BUDGET
+    # Write rows in a keyed pseudo-random order (see README: shuffle quality).
+    PERMUTE_SEED: ClassVar[int | None] = None
     DESCRIPTION: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -125,6 +128,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 {s: sp.sources for s, sp in plan.splits.items()},
                 supervised_keys=plan.supervised_keys,
                 max_examples_per_split=limit,
+                random_access=self.PERMUTE_SEED is not None,
             )
         sources = self._split_sources(dl_manager)
         # Only ask for the manual dir when it is needed: TFDS raises if unset.
@@ -134,6 +138,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             supervised_keys=self.SUPERVISED_KEYS,
             root=root,
             max_examples_per_split=download_config.max_examples_per_split,
+            random_access=self.PERMUTE_SEED is not None,
         )
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
@@ -154,8 +159,17 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 split.num_examples, frame_bytes=codec.frame_bytes, shard_bytes=self.SHARD_BYTES
             )
             paths = template.sharded_filepaths(len(ranges))
+            permutation = None
+            if self.PERMUTE_SEED is not None:
+                permutation = Permutation(n=split.num_examples, seed=self.PERMUTE_SEED)
             results = [
-                write_shard(sources=split.sources, rows=rows, path=path, codec=codec)
+                write_shard(
+                    sources=split.sources,
+                    rows=rows,
+                    path=path,
+                    codec=codec,
+                    permutation=permutation,
+                )
                 for rows, path in zip(ranges, paths, strict=True)
             ]
             split_infos.append(
@@ -173,6 +187,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 specs=plan.specs,
                 record_bytes=codec.record_bytes,
                 memory_budget=int(self.READ_MEMORY_BUDGET),
+                permute_seed=self.PERMUTE_SEED,
                 provenance={
                     "tfds_bigarrays": __version__,
                     "created": datetime.datetime.now(datetime.UTC).isoformat(),

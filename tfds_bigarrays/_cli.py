@@ -85,6 +85,13 @@ def _add_build(sub) -> None:
         help="default bound on the reader's buffers together: shuffle buffer, "
         "interleave, prefetch (default 256MiB)",
     )
+    p.add_argument(
+        "--permute",
+        type=int,
+        metavar="SEED",
+        help="write rows in a keyed pseudo-random order (better shuffling on read, "
+        "see README); default: array order",
+    )
     p.add_argument("--description", help="free text recorded in dataset_info.json")
     p.add_argument(
         "--overwrite", action="store_true", help="rebuild if this version already exists"
@@ -115,6 +122,7 @@ def _run_build(args: argparse.Namespace) -> int:
         version=args.version,
         shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
         memory_budget=parse_size(args.memory_budget, flag="--memory-budget"),
+        permute_seed=args.permute,
         description=args.description,
         overwrite=args.overwrite,
     )

@@ -32,12 +32,15 @@ class Layout:
       specs: feature name -> spec, as written.
       record_bytes: length of every serialized Example (they are all equal).
       memory_budget: default bound, in bytes, of the reader's buffers.
+      permute_seed: if not None, rows were written in the pseudo-random order
+        `Permutation(n=split size, seed=permute_seed)`, not in array order.
       provenance: who built it, when, from what (informational).
     """
 
     specs: Mapping[str, FeatureSpec]
     record_bytes: int
     memory_budget: int
+    permute_seed: int | None = None
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     format: str = FORMAT
 
@@ -56,6 +59,7 @@ class Layout:
             "features": {n: s.to_json() for n, s in sorted(self.specs.items())},
             "record_bytes": self.record_bytes,
             "memory_budget": self.memory_budget,
+            "permute_seed": self.permute_seed,
             "provenance": dict(self.provenance),
         }
 
@@ -71,6 +75,7 @@ class Layout:
                 specs={n: FeatureSpec.from_json(s) for n, s in value["features"].items()},
                 record_bytes=int(value["record_bytes"]),
                 memory_budget=int(value["memory_budget"]),
+                permute_seed=value.get("permute_seed"),
                 provenance=value.get("provenance", {}),
             )
         except (KeyError, TypeError, ValueError) as e:

@@ -98,6 +98,7 @@ def make_plan(
     supervised_keys: Sequence[str] | None = None,
     root: Any = None,
     max_examples_per_split: int | None = None,
+    random_access: bool = False,
 ) -> DatasetPlan:
     """Opens and cross-checks every source of every split.
 
@@ -106,6 +107,8 @@ def make_plan(
       supervised_keys: optional (input, target) feature names.
       root: directory that relative paths are taken from.
       max_examples_per_split: keep only the first N rows of each split.
+      random_access: every source must read rows in any order (`take`), as a
+        permuted write order needs.
 
     Returns:
       A `DatasetPlan`.
@@ -136,6 +139,15 @@ def make_plan(
         for feature, value in features.items():
             check_feature_name(feature, what=f"split {split!r} feature name")
             sources[feature] = open_source(value, feature=feature, root=root)
+        if random_access:
+            for feature, source in sources.items():
+                if not getattr(source, "random_access", False):
+                    raise PlanError(
+                        f"split {split!r} feature {feature!r} ({source.description}) cannot "
+                        "be read in a permuted order (compressed .npz members and "
+                        "streams read forward only). Use a .npy file or an uncompressed "
+                        ".npz, or build without a permuted write order."
+                    )
         lengths = {f: len(s) for f, s in sources.items()}
         if len(set(lengths.values())) != 1:
             detail = ", ".join(f"{f}={n} ({sources[f].description})" for f, n in lengths.items())

@@ -30,7 +30,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfds_bigarrays import _readplan
-from tfds_bigarrays._encoding import BYTES, RecordCodec, _masked_crc_int
+from tfds_bigarrays._encoding import BYTES, RecordCodec, crc_errors
 from tfds_bigarrays._layout import Layout
 
 _ENV_BUDGET = "TFDS_BIGARRAYS_MEMORY_BUDGET"
@@ -97,17 +97,6 @@ def _resolve(layout: Layout, options: ReadOptions | None) -> tuple[int, bool]:
     return budget, verify
 
 
-def _crc_errors(frames: np.ndarray, record_bytes: int) -> np.ndarray:
-    """Indices of frames whose data CRC does not match (numpy, in a py_function)."""
-    stored = np.ascontiguousarray(frames[:, _HEADER + record_bytes :]).view("<u4").ravel()
-    bad = [
-        i
-        for i in range(frames.shape[0])
-        if _masked_crc_int(frames[i, _HEADER : _HEADER + record_bytes]) != stored[i]
-    ]
-    return np.asarray(bad, np.int64)
-
-
 def _group_decoder(codec: RecordCodec, *, block_rows: int, verify: bool) -> Callable:
     """TF function: (M block strings, their shard names) -> (rows, frame) uint8.
 
@@ -154,7 +143,7 @@ def _group_decoder(codec: RecordCodec, *, block_rows: int, verify: bool) -> Call
         )
         if verify:
             bad = tf.numpy_function(
-                lambda f: _crc_errors(f, codec.record_bytes), [frames], tf.int64, stateful=False
+                lambda f: crc_errors(f, codec.record_bytes), [frames], tf.int64, stateful=False
             )
             row_block = tf.boolean_mask(tf.repeat(tf.range(num_blocks), block_rows), valid)
             checks.append(
@@ -306,8 +295,17 @@ def as_dataset(
             return tf.nest.map_structure(lambda k: features[k], keys)
         return features
 
-    groups = blocks.batch(plan.group_blocks)
-    if shuffle_files:
+    groups = blocks.batch(
+        plan.group_blocks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    if shuffle_files and plan.block_rows == 1:
+        # Rows were shuffled one by one: permuting them again is wasted work.
+        ds = groups.map(
+            lambda *group: decode(decode_group(*group)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    elif shuffle_files:
         randoms = tf.data.Dataset.random(
             seed=_seed(seed, 2), rerandomize_each_iteration=reshuffle
         ).batch(2)

@@ -10,9 +10,11 @@ large the file, and a source can be pickled to another process.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import os
 import zipfile
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -66,6 +68,12 @@ class InMemorySource:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.array[start:stop]
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """Rows at sorted `indices` (for a permuted write order)."""
+        return self.array[indices]
+
+    random_access = True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -134,7 +142,9 @@ class _MappedRows:
     def __len__(self) -> int:
         return self._layout.shape[0]
 
-    def read(self, start: int, stop: int) -> np.ndarray:
+    @contextlib.contextmanager
+    def _mapped(self) -> Iterator[np.memmap]:
+        """The whole payload, mapped for one read and unmapped right after."""
         lay = self._layout
         mm = np.memmap(
             lay.path,
@@ -145,9 +155,22 @@ class _MappedRows:
             order="F" if lay.fortran_order else "C",
         )
         try:
-            return np.array(mm[start:stop], order="C")
+            yield mm
         finally:
             mm._mmap.close()  # type: ignore[attr-defined]  # unmap now, not at GC
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        with self._mapped() as mm:
+            return np.array(mm[start:stop], order="C")
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """Rows at sorted `indices` (for a permuted write order)."""
+        with self._mapped() as mm:
+            return np.array(mm[indices], order="C")
+
+    @property
+    def random_access(self) -> bool:
+        return True
 
 
 def _check_layout(layout: _RawLayout, *, file_size: int, where: str) -> None:
@@ -256,6 +279,19 @@ class NpzMemberSource(_MappedRows):
         data = self._stream.read((stop - start) * row_bytes)
         self._stream_pos = want + len(data)
         return np.frombuffer(data, lay.dtype).reshape((stop - start, *lay.shape[1:]))
+
+    @property
+    def random_access(self) -> bool:
+        return not self._compressed
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        if self._compressed:
+            raise SourceError(
+                f"{self._description}: a permuted write order needs random access, which "
+                "a compressed .npz member does not allow. Save it with np.savez "
+                "(uncompressed) or as .npy, or build without --permute."
+            )
+        return super().take(indices)
 
     def close(self) -> None:
         if self._stream is not None:

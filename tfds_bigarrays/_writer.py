@@ -11,9 +11,11 @@ import os
 import uuid
 from collections.abc import Callable, Mapping
 
+import numpy as np
 from etils import epath
 
 from tfds_bigarrays._encoding import RecordCodec
+from tfds_bigarrays._permutation import Permutation
 from tfds_bigarrays._plan import DEFAULT_BLOCK_BYTES, RowRange, block_ranges
 from tfds_bigarrays._sources import ArraySource, SourceError
 
@@ -26,6 +28,19 @@ class ShardResult:
     num_bytes: int
 
 
+def _read_block(
+    source: ArraySource, start: int, stop: int, permutation: Permutation | None
+) -> np.ndarray:
+    if permutation is None:
+        return source.read(start, stop)
+    wanted = permutation(np.arange(start, stop))
+    order = np.argsort(wanted)
+    rows = source.take(wanted[order])  # type: ignore[attr-defined]  # sorted: fewer seeks
+    out = np.empty_like(rows)
+    out[order] = rows
+    return out
+
+
 def write_shard(
     *,
     sources: Mapping[str, ArraySource],
@@ -33,6 +48,7 @@ def write_shard(
     path: epath.PathLike,
     codec: RecordCodec,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    permutation: Permutation | None = None,
     on_block: Callable[[int, int], None] | None = None,
 ) -> ShardResult:
     """Encodes rows `rows` of `sources` into one TFRecord file at `path`.
@@ -47,6 +63,7 @@ def write_shard(
       path: the shard's final path.
       codec: the record codec of the dataset's specs.
       block_bytes: bound on the bytes encoded at once.
+      permutation: if given, stored row i holds source row `permutation(i)`.
       on_block: called with (examples, bytes) after each block, for progress.
 
     Returns:
@@ -62,7 +79,7 @@ def write_shard(
             ):
                 columns = {}
                 for name, source in sources.items():
-                    block = source.read(start, stop)
+                    block = _read_block(source, start, stop, permutation)
                     if len(block) != stop - start:
                         raise SourceError(
                             f"{name}={source.description}: asked for rows "

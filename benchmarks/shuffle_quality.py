@@ -1,0 +1,148 @@
+"""Shuffle quality against memory: how random is an epoch, for what budget?
+
+For N rows whose identity we know, reads two epochs through `tfds.load(...,
+shuffle_files=True)` and reports, per configuration:
+
+  epoch corr   correlation of an example's position in epoch 1 and epoch 2
+               (0 for independent permutations)
+  stored corr  correlation of position in the epoch with position on disk
+               (0 when the epoch forgets the stored order)
+  batch spread std of the stored positions inside a batch, over the std of a
+               uniform sample (1.0 for a perfect shuffle, ~0 for none)
+
+Configurations: array-order and permuted writes (`--permute`), each read
+with several memory budgets; plus tf.data shuffle(3000) and a full in-memory
+shuffle(N) as references.
+
+    .venv/bin/python benchmarks/shuffle_quality.py   # writes docs/shuffle_quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+BATCH = 256
+
+
+def metrics(epochs: list[np.ndarray], n: int) -> dict:
+    pos = [np.empty(n, np.int64) for _ in epochs]
+    for p, order in zip(pos, epochs, strict=True):
+        assert sorted(order.tolist()) == list(range(n)), "not exactly once"
+        p[order] = np.arange(n)
+    usable = n // BATCH * BATCH
+    spread = epochs[0][:usable].reshape(-1, BATCH).std(axis=1).mean() / (n / np.sqrt(12))
+    return {
+        "epoch_corr": float(np.corrcoef(pos[0], pos[1])[0, 1]),
+        "stored_corr": float(np.corrcoef(np.arange(n), pos[0])[0, 1]),
+        "batch_spread": float(spread),
+    }
+
+
+def two_epochs(ds) -> tuple[list[np.ndarray], float]:
+    import tensorflow_datasets as tfds
+
+    out = []
+    start = time.perf_counter()
+    for _ in range(2):
+        out.append(
+            np.concatenate([b["i"] if isinstance(b, dict) else b for b in tfds.as_numpy(ds)])
+        )
+    return out, 2 * len(out[0]) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    args = parser.parse_args()
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    import tfds_bigarrays as tb
+
+    n = args.rows
+    work = pathlib.Path(tempfile.mkdtemp(prefix="shuffle_quality_"))
+    # Rows of 32 float32 plus their index: the small-row case, where blocks
+    # hold the most rows and shuffling is hardest.
+    i = np.arange(n, dtype=np.int64)
+    x = np.zeros((n, 32), np.float32)
+    tb.build("plain", data_dir=work, splits={"train": {"i": i, "x": x}})
+    tb.build("permuted", data_dir=work, splits={"train": {"i": i, "x": x}}, permute_seed=1)
+    # Stored position of each index in the permuted dataset, to measure
+    # against the storage order (not the array order).
+    perm_store = np.concatenate(
+        [
+            b["i"]
+            for b in tfds.as_numpy(
+                tfds.load("permuted", data_dir=work, split="train", batch_size=4096)
+            )
+        ]
+    )
+    to_stored = np.empty(n, np.int64)
+    to_stored[perm_store] = np.arange(n)
+
+    rows = []
+    for name in ("plain", "permuted"):
+        for budget in (16 * MiB, 64 * MiB, 256 * MiB):
+            with tb.read_options(memory_budget=budget):
+                ds = tfds.load(
+                    name, data_dir=work, split="train", shuffle_files=True, batch_size=BATCH
+                )
+            epochs, rate = two_epochs(ds)
+            if name == "permuted":
+                # Against array order (what the user cares about) ...
+                m_array = metrics(epochs, n)
+                epochs = [to_stored[e] for e in epochs]
+                m = metrics(epochs, n)
+                m["array_corr"] = m_array["stored_corr"]
+            else:
+                m = metrics(epochs, n)
+                m["array_corr"] = m["stored_corr"]
+            m.update(
+                config=f"{'permuted write' if name == 'permuted' else 'array order'}, "
+                f"budget {budget // MiB} MiB",
+                rate=rate,
+            )
+            rows.append(m)
+            print(m, flush=True)
+    for label, buffer in (
+        ("tf.data shuffle(3000) in memory", 3000),
+        ("tf.data shuffle(N) in memory (reference)", n),
+    ):
+        ds = tf.data.Dataset.from_tensor_slices({"i": i, "x": x}).shuffle(buffer).batch(BATCH)
+        epochs, rate = two_epochs(ds)
+        m = metrics(epochs, n)
+        m.update(config=label, rate=rate, array_corr=m["stored_corr"])
+        rows.append(m)
+        print(m, flush=True)
+
+    lines = [
+        f"Shuffle quality, {n:,} rows of 32 float32 + an int64 index, batch {BATCH}; command: "
+        "`.venv/bin/python benchmarks/shuffle_quality.py`. Measured "
+        f"{time.strftime('%Y-%m-%d')}.",
+        "",
+        "| configuration | epoch-to-epoch corr | corr with stored order | corr with array order "
+        "| batch spread (1 = uniform) | examples/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in rows:
+        lines.append(
+            f"| {m['config']} | {m['epoch_corr']:.3f} | {m['stored_corr']:.3f} | "
+            f"{m['array_corr']:.3f} | {m['batch_spread']:.3f} | {m['rate']:,.0f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shuffle_quality.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,9 @@ def test_memory_plan_stays_within_budget(frame, budget):
 
 def test_memory_plan_is_stable():
     # Fixed expectations: changing them changes every user's pipeline.
-    plan = plan_memory(frame_bytes=160, num_examples=10**6, num_files=4, batch_rows=256)
+    plan = plan_memory(
+        frame_bytes=160, num_examples=10**6, num_files=4, batch_rows=256, budget=256 * MiB
+    )
     assert (plan.block_rows, plan.shuffle_blocks, plan.group_blocks, plan.cycle_length) == (
         409,
         2051,

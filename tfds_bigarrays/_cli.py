@@ -81,9 +81,9 @@ def _add_build(sub) -> None:
     p.add_argument("--shard-size", default="256MiB", help="max shard file size (default 256MiB)")
     p.add_argument(
         "--memory-budget",
-        default="256MiB",
+        default="128MiB",
         help="default bound on the reader's buffers together: shuffle buffer, "
-        "interleave, prefetch (default 256MiB)",
+        "interleave, prefetch (default 128MiB)",
     )
     p.add_argument(
         "--permute",
@@ -147,6 +147,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
+    from tfds_bigarrays.gpu._cli import add_parser as add_gpu
+
+    add_gpu(sub)
     return parser
 
 
@@ -159,10 +162,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tfds_bigarrays._plan import PlanError
     from tfds_bigarrays._sources import SourceError
     from tfds_bigarrays._spec import SpecError
+    from tfds_bigarrays.gpu._config import GpuConfigError
 
     try:
         return args.func(args)
-    except (UsageError, PlanError, SourceError, SpecError, RecordError, DatasetExistsError) as e:
+    except (
+        UsageError,
+        PlanError,
+        SourceError,
+        SpecError,
+        RecordError,
+        DatasetExistsError,
+        GpuConfigError,
+    ) as e:
         print(f"tfds-bigarrays {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from tfds_bigarrays import _readplan
 from tfds_bigarrays._encoding import BYTES, RecordCodec, crc_errors
 from tfds_bigarrays._layout import Layout
+from tfds_bigarrays._lazy import LazyDataset
 
 _ENV_BUDGET = "TFDS_BIGARRAYS_MEMORY_BUDGET"
 _ENV_VERIFY = "TFDS_BIGARRAYS_VERIFY_CHECKSUMS"
@@ -46,7 +47,7 @@ class ReadOptions:
       memory_budget: bytes that the pipeline's buffers may hold together
         (shuffle buffer, interleave, groups, prefetch, tf.data autotuning).
         None: the value recorded at build time (`--memory-budget`), else the
-        environment variable TFDS_BIGARRAYS_MEMORY_BUDGET, else 256 MiB.
+        environment variable TFDS_BIGARRAYS_MEMORY_BUDGET, else 128 MiB.
       verify_checksums: check every record's CRC32C while reading (as
         `TFRecordDataset` does). Costs CPU on small rows. None: on unless the
         environment variable TFDS_BIGARRAYS_VERIFY_CHECKSUMS is "0".
@@ -196,6 +197,17 @@ def make_decoder(codec: RecordCodec) -> Callable[[tf.Tensor], dict[str, tf.Tenso
     return decode
 
 
+def _element_spec(codec: RecordCodec, keys: Any, *, batched: bool) -> Any:
+    lead = [None] if batched else []
+    specs = {
+        name: tf.TensorSpec([*lead, *slot.spec.shape], tf.as_dtype(slot.spec.dtype))
+        for name, slot in codec.slots.items()
+    }
+    if keys:
+        return tf.nest.map_structure(lambda k: specs[k], keys)
+    return specs
+
+
 def _reads(builder, split) -> list[tuple[str, int, int, int]]:
     instructions = builder.info.splits[split].file_instructions
     return [
@@ -259,94 +271,101 @@ def as_dataset(
         block_rows=plan.block_rows,
         max_piece_rows=plan.piece_rows if shuffle_files else None,
     )
-    files = tf.data.Dataset.from_tensor_slices(
-        (
-            tf.constant([p.filename for p in parts], tf.string),
-            tf.constant([p.record_bytes for p in parts], tf.int64),
-            tf.constant([p.header_bytes for p in parts], tf.int64),
-            tf.constant([p.footer_bytes for p in parts], tf.int64),
-        )
-    )
-    if shuffle_files:
-        files = files.shuffle(
-            max(1, len(parts)), seed=_seed(seed, 0), reshuffle_each_iteration=reshuffle
-        )
 
-    read_buffer = max(256 * 1024, plan.block_rows * frame)
-
-    def read_piece(filename, record_bytes, header_bytes, footer_bytes):
-        blocks = tf.data.FixedLengthRecordDataset(
-            filename, record_bytes, header_bytes, footer_bytes, buffer_size=read_buffer
+    def build() -> tf.data.Dataset:
+        # Runs TensorFlow ops (and so initializes devices): deferred to first use.
+        files = tf.data.Dataset.from_tensor_slices(
+            (
+                tf.constant([p.filename for p in parts], tf.string),
+                tf.constant([p.record_bytes for p in parts], tf.int64),
+                tf.constant([p.header_bytes for p in parts], tf.int64),
+                tf.constant([p.footer_bytes for p in parts], tf.int64),
+            )
         )
-        return blocks.map(lambda b: (b, filename))
+        if shuffle_files:
+            files = files.shuffle(
+                max(1, len(parts)), seed=_seed(seed, 0), reshuffle_each_iteration=reshuffle
+            )
 
-    cycle = plan.cycle_length
-    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if cycle > 1 else {}
-    blocks = files.interleave(read_piece, cycle_length=cycle, block_length=1, **parallel)
-    if shuffle_files and plan.shuffle_blocks > 1:
-        blocks = blocks.shuffle(
-            plan.shuffle_blocks, seed=_seed(seed, 1), reshuffle_each_iteration=reshuffle
+        read_buffer = max(256 * 1024, plan.block_rows * frame)
+
+        def read_piece(filename, record_bytes, header_bytes, footer_bytes):
+            blocks = tf.data.FixedLengthRecordDataset(
+                filename, record_bytes, header_bytes, footer_bytes, buffer_size=read_buffer
+            )
+            return blocks.map(lambda b: (b, filename))
+
+        cycle = plan.cycle_length
+        parallel = (
+            {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if cycle > 1 else {}
         )
-    decode_group = _group_decoder(codec, block_rows=plan.block_rows, verify=verify)
-    decode = make_decoder(codec)
+        blocks = files.interleave(read_piece, cycle_length=cycle, block_length=1, **parallel)
+        if shuffle_files and plan.shuffle_blocks > 1:
+            blocks = blocks.shuffle(
+                plan.shuffle_blocks, seed=_seed(seed, 1), reshuffle_each_iteration=reshuffle
+            )
+        decode_group = _group_decoder(codec, block_rows=plan.block_rows, verify=verify)
+        decode = make_decoder(codec)
 
-    def structure(features):
-        if keys:
-            return tf.nest.map_structure(lambda k: features[k], keys)
-        return features
+        def structure(features):
+            if keys:
+                return tf.nest.map_structure(lambda k: features[k], keys)
+            return features
 
-    groups = blocks.batch(
-        plan.group_blocks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    if shuffle_files and plan.block_rows == 1:
-        # Rows were shuffled one by one: permuting them again is wasted work.
-        ds = groups.map(
-            lambda *group: decode(decode_group(*group)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+        groups = blocks.batch(
+            plan.group_blocks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
-    elif shuffle_files:
-        randoms = tf.data.Dataset.random(
-            seed=_seed(seed, 2), rerandomize_each_iteration=reshuffle
-        ).batch(2)
+        if shuffle_files and plan.block_rows == 1:
+            # Rows were shuffled one by one: permuting them again is wasted work.
+            ds = groups.map(
+                lambda *group: decode(decode_group(*group)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        elif shuffle_files:
+            randoms = tf.data.Dataset.random(
+                seed=_seed(seed, 2), rerandomize_each_iteration=reshuffle
+            ).batch(2)
 
-        def permute_and_decode(group, rnd):
-            frames = decode_group(*group)
-            # Permute row indices, then gather: shuffling the byte matrix
-            # itself is ten times slower.
-            order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(frames)[0]), rnd)
-            return decode(tf.gather(frames, order))
+            def permute_and_decode(group, rnd):
+                frames = decode_group(*group)
+                # Permute row indices, then gather: shuffling the byte matrix
+                # itself is ten times slower.
+                order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(frames)[0]), rnd)
+                return decode(tf.gather(frames, order))
 
-        ds = tf.data.Dataset.zip((groups, randoms)).map(
-            permute_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        )
-    else:
-        ds = groups.map(
-            lambda *group: decode(decode_group(*group)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    ds = ds.rebatch(batch_rows)
-    ds = ds.map(structure)
-    if batch_size:
-        cardinality = -(-num_examples // batch_size)
-    else:
-        ds = ds.unbatch()
-        cardinality = num_examples
-    if read_config.assert_cardinality:
-        # Known length: Keras sizes epochs from it, and a shard shorter than its
-        # recorded length fails loudly instead of shortening the epoch.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
-    if not read_config.skip_prefetch:
-        ds = ds.prefetch(plan.prefetch_batches if batch_size else tf.data.AUTOTUNE)
-    opts = tf.data.Options()
-    opts.autotune.ram_budget = plan.autotune_ram_bytes
-    ds = ds.with_options(opts)
-    if read_config.options is not None:
-        ds = ds.with_options(read_config.options)
+            ds = tf.data.Dataset.zip((groups, randoms)).map(
+                permute_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            )
+        else:
+            ds = groups.map(
+                lambda *group: decode(decode_group(*group)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        ds = ds.rebatch(batch_rows)
+        ds = ds.map(structure)
+        if batch_size:
+            cardinality = -(-num_examples // batch_size)
+        else:
+            ds = ds.unbatch()
+            cardinality = num_examples
+        if read_config.assert_cardinality:
+            # Known length: Keras sizes epochs from it, and a shard shorter than its
+            # recorded length fails loudly instead of shortening the epoch.
+            ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
+        if not read_config.skip_prefetch:
+            ds = ds.prefetch(plan.prefetch_batches if batch_size else tf.data.AUTOTUNE)
+        opts = tf.data.Options()
+        opts.autotune.ram_budget = plan.autotune_ram_bytes
+        ds = ds.with_options(opts)
+        if read_config.options is not None:
+            ds = ds.with_options(read_config.options)
+        return ds
+
     if wants_full:
-        return ds.get_single_element()
-    return ds
+        return build().get_single_element()
+    return LazyDataset(build, _element_spec(codec, keys, batched=bool(batch_size)))
 
 
 _LAYOUT_ATTR = "_tfds_bigarrays_layout"

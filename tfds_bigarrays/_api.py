@@ -54,6 +54,8 @@ def builder_class(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     permute_seed: int | None = None,
+    beam: bool | None = None,
+    beam_options: Any = None,
     description: str | None = None,
 ) -> type[ArrayDatasetBuilder]:
     """An unregistered `ArrayDatasetBuilder` subclass named `name`.
@@ -72,6 +74,8 @@ def builder_class(
             memory_budget, what="memory_budget", minimum=MIN_MEMORY_BUDGET
         ),
         "PERMUTE_SEED": _check_seed(permute_seed),
+        "BEAM": beam,
+        "BEAM_OPTIONS": beam_options,
         "DESCRIPTION": description or f"Arrays converted by tfds-bigarrays into {name}.",
         "__module__": __name__,
     }
@@ -94,6 +98,8 @@ def build(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     permute_seed: int | None = None,
+    beam: bool | None = None,
+    beam_options: Any = None,
     description: str | None = None,
     overwrite: bool = False,
 ) -> tfds.core.DatasetBuilder:
@@ -115,6 +121,11 @@ def build(
       permute_seed: write rows in a keyed pseudo-random order instead of array
         order, so that reading with shuffling approaches a full permutation
         every epoch (see README); None keeps array order.
+      beam: build through Apache Beam (True), locally (False), or Beam only
+        above 16 GiB when installed (None).
+      beam_options: Beam pipeline options: 'runner=...,k=v' flags, a list of
+        flags, or `PipelineOptions`; default DirectRunner, multi-processing,
+        one worker per core.
       description: free text recorded in `dataset_info.json`.
       overwrite: rebuild if this version already exists.
 
@@ -131,6 +142,8 @@ def build(
         shard_bytes=shard_bytes,
         memory_budget=memory_budget,
         permute_seed=permute_seed,
+        beam=beam,
+        beam_options=beam_options,
         description=description,
     )
     plan = make_plan(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import tensorflow_datasets as tfds
+import tqdm
 from etils import epath
 
 from tfds_bigarrays import _reader
+from tfds_bigarrays._beam import ShardTask, run_task, write_with_beam
 from tfds_bigarrays._encoding import RecordCodec
 from tfds_bigarrays._features import to_tfds_features
 from tfds_bigarrays._layout import Layout, write_layout
@@ -26,7 +29,6 @@ from tfds_bigarrays._plan import (
 )
 from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
-from tfds_bigarrays._writer import write_shard
 
 
 def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
@@ -70,6 +72,12 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     READ_MEMORY_BUDGET: ClassVar[int] = DEFAULT_MEMORY_BUDGET
     # Write rows in a keyed pseudo-random order (see README: shuffle quality).
     PERMUTE_SEED: ClassVar[int | None] = None
+    # Build through Apache Beam: True, False, or None for "above BEAM_AUTO_BYTES".
+    BEAM: ClassVar[bool | None] = None
+    BEAM_AUTO_BYTES: ClassVar[int] = 16 << 30
+    # Pipeline options ('runner=...,k=v' or a flag list); None: DirectRunner,
+    # multi-processing, one worker per core.
+    BEAM_OPTIONS: ClassVar[Any] = None
     DESCRIPTION: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -152,32 +160,45 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             # DatasetInfo has no public setter; features known only now.
             self.info._features = features  # noqa: SLF001
         codec = RecordCodec(plan.specs)
-        split_infos = []
+        tasks: dict[str, list[ShardTask]] = {}
+        templates = {}
         for split in plan.splits.values():
             template = self._get_filename_template(split_name=split.name)
             ranges = shard_ranges(
                 split.num_examples, frame_bytes=codec.frame_bytes, shard_bytes=self.SHARD_BYTES
             )
-            paths = template.sharded_filepaths(len(ranges))
             permutation = None
             if self.PERMUTE_SEED is not None:
                 permutation = Permutation(n=split.num_examples, seed=self.PERMUTE_SEED)
-            results = [
-                write_shard(
+            templates[split.name] = template
+            tasks[split.name] = [
+                ShardTask(
                     sources=split.sources,
+                    specs=plan.specs,
                     rows=rows,
-                    path=path,
-                    codec=codec,
+                    path=os.fspath(path),
                     permutation=permutation,
                 )
-                for rows, path in zip(ranges, paths, strict=True)
+                for rows, path in zip(ranges, template.sharded_filepaths(len(ranges)), strict=True)
             ]
+        all_tasks = [t for ts in tasks.values() for t in ts]
+        total_bytes = sum(len(t.rows) for t in all_tasks) * codec.frame_bytes
+        beam_options = self._beam_options(download_config, total_bytes)
+        if beam_options is not None:
+            write_with_beam(all_tasks, options=beam_options)
+        else:
+            _write_locally(tasks, frame_bytes=codec.frame_bytes)
+        split_infos = []
+        for name, split_tasks in tasks.items():
+            lengths = [len(t.rows) for t in split_tasks]
+            for task in split_tasks:
+                _check_written(task, frame_bytes=codec.frame_bytes)
             split_infos.append(
                 tfds.core.SplitInfo(
-                    name=split.name,
-                    shard_lengths=[r.num_examples for r in results],
-                    num_bytes=sum(r.num_bytes for r in results),
-                    filename_template=template,
+                    name=name,
+                    shard_lengths=lengths,
+                    num_bytes=sum(lengths) * codec.frame_bytes,
+                    filename_template=templates[name],
                 )
             )
         self.info.set_splits(tfds.core.SplitDict(split_infos))
@@ -199,6 +220,26 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 },
             ),
         )
+
+    def _beam_options(self, download_config, total_bytes: int) -> Any:
+        """Beam pipeline options if this build goes through Beam, else None.
+
+        Beam is used when asked (`BEAM = True`, `--beam`, or pipeline options
+        from `tfds build --beam_pipeline_options`), or automatically when the
+        dataset exceeds `BEAM_AUTO_BYTES` and Beam is installed.
+        """
+        options = download_config.beam_options or self.BEAM_OPTIONS
+        if options is not None or download_config.beam_runner is not None:
+            return options if options is not None else []
+        if self.BEAM is True:
+            return []
+        if self.BEAM is None and total_bytes > self.BEAM_AUTO_BYTES:
+            try:
+                import apache_beam  # noqa: F401
+            except ImportError:
+                return None
+            return []
+        return None
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         """As TFDS's, and on failure removes the folders it created."""
@@ -223,6 +264,40 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             decoders=decoders,
             read_config=read_config,
             as_supervised=as_supervised,
+        )
+
+
+def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) -> None:
+    """Writes every shard in this process, with a progress bar per split."""
+    for name, split_tasks in tasks.items():
+        total = sum(len(t.rows) for t in split_tasks)
+        start = time.perf_counter()
+        with tqdm.tqdm(
+            total=total,
+            desc=f"Writing {name}",
+            unit=" examples",
+            unit_scale=True,
+            leave=False,
+            mininterval=0.5,
+        ) as bar:
+
+            def progress(examples: int, nbytes: int, bar=bar, start=start) -> None:
+                bar.update(examples)
+                seconds = max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix_str(f"{bar.n * frame_bytes / seconds / 1e6:.0f} MB/s")
+
+            for task in split_tasks:
+                run_task(task, on_block=progress)
+
+
+def _check_written(task: ShardTask, *, frame_bytes: int) -> None:
+    """Every shard must exist with exactly its rows' bytes (Beam workers too)."""
+    path = epath.Path(task.path)
+    want = len(task.rows) * frame_bytes
+    if not path.exists() or path.stat().length != want:
+        raise RuntimeError(
+            f"Shard {task.path} is missing or has the wrong size after writing "
+            f"(want {want} bytes); a worker failed. Run the build again."
         )
 
 

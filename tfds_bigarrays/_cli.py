@@ -92,6 +92,17 @@ def _add_build(sub) -> None:
         help="write rows in a keyed pseudo-random order (better shuffling on read, "
         "see README); default: array order",
     )
+    p.add_argument(
+        "--beam",
+        action="store_true",
+        help="build through Apache Beam (default: only above 16 GiB, if installed)",
+    )
+    p.add_argument(
+        "--beam-options",
+        metavar="K=V,...",
+        help="Beam pipeline options, e.g. runner=DirectRunner,direct_num_workers=2 or "
+        "runner=FlinkRunner,... (implies --beam)",
+    )
     p.add_argument("--description", help="free text recorded in dataset_info.json")
     p.add_argument(
         "--overwrite", action="store_true", help="rebuild if this version already exists"
@@ -113,6 +124,7 @@ def _run_build(args: argparse.Namespace) -> int:
         keys = tuple(k.strip() for k in args.supervised.split(","))
         if len(keys) != 2 or not all(keys):
             raise UsageError(f"--supervised {args.supervised!r} must be INPUT,TARGET, e.g. x,y.")
+    _hide_gpus()
     start = time.perf_counter()
     builder = tb.build(
         args.name,
@@ -123,6 +135,8 @@ def _run_build(args: argparse.Namespace) -> int:
         shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
         memory_budget=parse_size(args.memory_budget, flag="--memory-budget"),
         permute_seed=args.permute,
+        beam=True if (args.beam or args.beam_options) else None,
+        beam_options=args.beam_options,
         description=args.description,
         overwrite=args.overwrite,
     )
@@ -138,6 +152,19 @@ def _run_build(args: argparse.Namespace) -> int:
         f"  {total / 1e6:.1f} MB in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
     )
     return 0
+
+
+def _hide_gpus() -> None:
+    """The CLI process only converts data: keep TensorFlow off the GPUs.
+
+    (Not done by the Python API, where the caller may train afterwards.)
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # devices already initialized: nothing to hide any more
+        pass
 
 
 def make_parser() -> argparse.ArgumentParser:

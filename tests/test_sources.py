@@ -103,3 +103,73 @@ def test_in_memory_arrays():
     assert isinstance(src, InMemorySource) and src.spec.shape == ()
     with pytest.raises(SourceError, match="Python objects"):
         open_source(np.array([object()] * 3), feature="a")
+
+
+def test_hdf5_datasets_and_groups(tmp_path):
+    import h5py
+
+    x = np.arange(120, dtype=np.float32).reshape(40, 3)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("grp/x", data=x, chunks=(8, 3))
+        f.create_dataset("y", data=np.arange(40))
+    src = open_source(f"{tmp_path}/d.h5:/grp/x", feature="x")
+    assert src.spec.shape == (3,) and len(src) == 40
+    assert np.array_equal(src.read(5, 17), x[5:17])
+    assert np.array_equal(src.take(np.array([1, 7, 30])), x[[1, 7, 30]])
+    assert np.array_equal(open_source(f"{tmp_path}/d.h5", feature="y").read(0, 40), np.arange(40))
+    with pytest.raises(SourceError, match=r"d.h5':grp is a group, not a dataset; it holds \['x'\]"):
+        open_source(f"{tmp_path}/d.h5:grp", feature="x")
+    with pytest.raises(SourceError, match="has no 'nope'"):
+        open_source(f"{tmp_path}/d.h5:nope", feature="x")
+
+
+def test_shard_directory(tmp_path):
+    full = np.arange(50, dtype=np.int16).reshape(25, 2)
+    (tmp_path / "shards").mkdir()
+    for i, (a, b) in enumerate([(0, 7), (7, 8), (8, 25)]):
+        np.save(tmp_path / "shards" / f"part-{i:03d}.npy", full[a:b])
+    src = open_source(str(tmp_path / "shards"), feature="x")
+    assert len(src) == 25
+    assert np.array_equal(src.read(0, 25), full)
+    assert np.array_equal(src.read(5, 12), full[5:12])
+    assert np.array_equal(src.take(np.array([0, 7, 8, 24])), full[[0, 7, 8, 24]])
+    np.save(tmp_path / "shards" / "part-999.npy", np.zeros((3, 5), np.int16))
+    with pytest.raises(SourceError, match="ragged shards: part-999.npy has rows int16\\[5\\]"):
+        open_source(str(tmp_path / "shards"), feature="x")
+
+
+def test_generator_split_builds_and_names_bad_rows(tmp_path):
+    import tensorflow_datasets as tfds
+
+    import tfds_bigarrays as tb
+
+    def rows():
+        for i in range(100):
+            yield {"x": np.full(3, i, np.float32), "y": i % 7}
+
+    spec = {"x": (np.float32, (3,)), "y": (np.int64, ())}
+    tb.build("gen", data_dir=tmp_path / "d", splits={"train": tb.from_generator(rows, specs=spec)})
+    ds = tfds.load("gen", data_dir=tmp_path / "d", split="train", batch_size=100)
+    batch = next(iter(tfds.as_numpy(ds)))
+    assert batch["x"][:, 0].tolist() == list(range(100)) and batch["y"][8] == 1
+    assert not any(p.name.endswith(".rows") for p in tmp_path.rglob("*"))
+
+    def bad():
+        yield from rows()
+        yield {"x": np.zeros(4, np.float32), "y": 0}
+
+    with pytest.raises(SourceError, match="row 100, feature 'x': shape \\(4,\\)"):
+        tb.build(
+            "gen2", data_dir=tmp_path / "e", splits={"train": tb.from_generator(bad, specs=spec)}
+        )
+
+    def bad_dtype():
+        yield {"x": np.zeros(3, np.float64), "y": 0}
+
+    with pytest.raises(SourceError, match="row 0, feature 'x': dtype float64"):
+        tb.build(
+            "gen3",
+            data_dir=tmp_path / "e",
+            splits={"train": tb.from_generator(bad_dtype, specs=spec)},
+        )
+    assert not (tmp_path / "e").exists()

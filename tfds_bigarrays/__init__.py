@@ -8,6 +8,7 @@ shuffled, batch-decoded read path. It does not initialize TensorFlow devices.
 from tfds_bigarrays import _plugin
 from tfds_bigarrays._api import DatasetExistsError, build
 from tfds_bigarrays._builder import ArrayDatasetBuilder
+from tfds_bigarrays._generator import from_generator
 from tfds_bigarrays._layout import Layout
 from tfds_bigarrays._plan import PlanError
 from tfds_bigarrays._reader import ReadOptions, read_options
@@ -29,5 +30,6 @@ __all__ = [
     "SpecError",
     "__version__",
     "build",
+    "from_generator",
     "read_options",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -110,8 +111,9 @@ def build(
 
     Args:
       name: dataset name (lower snake case), as later given to `tfds.load`.
-      splits: split name -> feature name -> source: a numpy array, a `.npy`
-        path, or `PATH.npz:MEMBER`.
+      splits: split name -> feature name -> source (a numpy array, a `.npy`
+        path, a directory of `.npy` shards, `PATH.npz:MEMBER`,
+        `PATH.h5:/DATASET`), or split name -> `from_generator(...)`.
       data_dir: TFDS data directory (default: TFDS's, `~/tensorflow_datasets`).
       supervised_keys: (input, target) feature names for `as_supervised=True`.
       version: dataset version, `major.minor.patch`.
@@ -146,9 +148,17 @@ def build(
         beam_options=beam_options,
         description=description,
     )
-    plan = make_plan(
-        splits, supervised_keys=supervised_keys, random_access=permute_seed is not None
-    )
+    with tempfile.TemporaryDirectory(prefix="tfds_bigarrays_spool_") as spool_dir:
+        plan = make_plan(
+            splits,
+            supervised_keys=supervised_keys,
+            random_access=permute_seed is not None,
+            spool_dir=spool_dir,
+        )
+        return _build(cls, plan, name=name, version=version, data_dir=data_dir, overwrite=overwrite)
+
+
+def _build(cls, plan, *, name, version, data_dir, overwrite) -> tfds.core.DatasetBuilder:
     builder = cls(plan=plan, data_dir=os.fspath(data_dir) if data_dir is not None else None)
     if epath.Path(builder.data_path).exists() and not overwrite:
         raise DatasetExistsError(

@@ -30,10 +30,14 @@ from tfds_bigarrays._plan import (
 from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
 
+_SPOOL_DIR = "spool.incomplete"
+
 
 def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
     out = []
     for features in (splits or {}).values():
+        if not isinstance(features, Mapping):
+            continue
         for value in features.values():
             if isinstance(value, (str, os.PathLike)) and not os.path.isabs(os.fspath(value)):
                 out.append(os.fspath(value))
@@ -147,6 +151,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             root=root,
             max_examples_per_split=download_config.max_examples_per_split,
             random_access=self.PERMUTE_SEED is not None,
+            spool_dir=os.fspath(self.data_path / _SPOOL_DIR),
         )
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
@@ -202,6 +207,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 )
             )
         self.info.set_splits(tfds.core.SplitDict(split_infos))
+        spooled = self.data_path / _SPOOL_DIR
+        if spooled.exists():  # generator rows: written into shards, not kept
+            spooled.rmtree()
         write_layout(
             self.data_path,
             Layout(

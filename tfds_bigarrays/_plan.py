@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tfds_bigarrays._generator import GeneratorSplit, spool
 from tfds_bigarrays._sources import ArraySource, open_source
 from tfds_bigarrays._spec import FeatureSpec, check_feature_name
 
@@ -99,6 +100,7 @@ def make_plan(
     root: Any = None,
     max_examples_per_split: int | None = None,
     random_access: bool = False,
+    spool_dir: Any = None,
 ) -> DatasetPlan:
     """Opens and cross-checks every source of every split.
 
@@ -109,6 +111,7 @@ def make_plan(
       max_examples_per_split: keep only the first N rows of each split.
       random_access: every source must read rows in any order (`take`), as a
         permuted write order needs.
+      spool_dir: where generator splits are spooled (required if any).
 
     Returns:
       A `DatasetPlan`.
@@ -130,6 +133,10 @@ def make_plan(
                 f"split name {split!r} is not valid: use letters, digits and '_' "
                 "(for example 'train' or 'validation'; 'all' is reserved)."
             )
+        if isinstance(features, GeneratorSplit):
+            if spool_dir is None:
+                raise PlanError(f"split {split!r}: generator splits need a spool directory.")
+            features = spool(split, features, spool_dir)
         if not isinstance(features, Mapping) or not features:
             raise PlanError(
                 f"split {split!r}: expected a non-empty mapping of feature name to "

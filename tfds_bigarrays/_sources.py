@@ -306,6 +306,145 @@ class NpzMemberSource(_MappedRows):
         return state
 
 
+class RawFileSource(_MappedRows):
+    """A headerless file of C-order rows (what generator sources are spooled to)."""
+
+    def __init__(
+        self, path: str | os.PathLike, *, dtype: np.dtype, shape: tuple[int, ...], description: str
+    ):
+        path = os.fspath(path)
+        self._layout = _RawLayout(
+            path=path, offset=0, dtype=np.dtype(dtype), shape=tuple(shape), fortran_order=False
+        )
+        _check_layout(self._layout, file_size=os.path.getsize(path), where=description)
+        self._spec = _spec_from(np.dtype(dtype), tuple(shape), where=description)
+        self._description = description
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError as e:
+        raise SourceError("HDF5 sources need h5py: pip install 'tfds-bigarrays[hdf5]'.") from e
+    return h5py
+
+
+class Hdf5Source:
+    """A dataset inside an HDF5 file, read chunk by chunk (h5py slicing)."""
+
+    def __init__(self, path: str | os.PathLike, dataset: str, *, feature: str = "array"):
+        h5py = _h5py()
+        self._path, self._dataset = os.fspath(path), dataset
+        where = f"{feature}={self._path!r}:{dataset}"
+        if not os.path.isfile(self._path):
+            raise SourceError(f"{where}: no such file. Check the path.")
+        try:
+            f = h5py.File(self._path, "r")
+        except OSError as e:
+            raise SourceError(f"{where}: not a readable HDF5 file ({e}).") from e
+        with f:
+            obj = f.get(dataset)
+            if obj is None:
+                raise SourceError(
+                    f"{where}: the file has no {dataset!r}; it has {_h5_names(f)}. "
+                    "Name a dataset as FILE.h5:/group/dataset."
+                )
+            if not isinstance(obj, h5py.Dataset):
+                raise SourceError(
+                    f"{where} is a group, not a dataset; it holds {_h5_names(obj)}. "
+                    "Name one of its datasets, e.g. FILE.h5:/group/dataset."
+                )
+            shape, dtype = tuple(obj.shape), obj.dtype
+        self._spec = _spec_from(dtype, shape, where=where)
+        self._length = shape[0]
+        self._description = f"{self._path}:{dataset}"
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self._spec
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    random_access = True
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        with _h5py().File(self._path, "r") as f:
+            return np.asarray(f[self._dataset][start:stop])
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        with _h5py().File(self._path, "r") as f:
+            return np.asarray(f[self._dataset][np.asarray(indices)])
+
+
+def _h5_names(group) -> list[str]:
+    out: list[str] = []
+    group.visit(lambda name: out.append(name) if len(out) < 20 else None)
+    return out
+
+
+class ShardDirSource:
+    """A directory of `.npy` shards of one array, in sorted file-name order."""
+
+    def __init__(self, directory: str | os.PathLike, *, feature: str = "array"):
+        directory = os.fspath(directory)
+        where = f"{feature}={directory!r}"
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".npy"))
+        if not names:
+            raise SourceError(f"{where}: the directory holds no .npy files.")
+        self._shards = [NpyFileSource(os.path.join(directory, n), feature=feature) for n in names]
+        first = self._shards[0]
+        for shard in self._shards[1:]:
+            if shard.spec != first.spec:
+                raise SourceError(
+                    f"{where}: ragged shards: {os.path.basename(shard.description)} has rows "
+                    f"{shard.spec} but {os.path.basename(first.description)} has {first.spec}. "
+                    "All shards need the same dtype and row shape."
+                )
+        self._spec = first.spec
+        self._bounds = np.cumsum([0] + [len(s) for s in self._shards])
+        self._description = f"{directory}/ ({len(names)} shards)"
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self._spec
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    random_access = True
+
+    def __len__(self) -> int:
+        return int(self._bounds[-1])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        parts = []
+        first = int(np.searchsorted(self._bounds, start, side="right")) - 1
+        for i in range(max(first, 0), len(self._shards)):
+            lo, hi = int(self._bounds[i]), int(self._bounds[i + 1])
+            if lo >= stop:
+                break
+            a, b = max(start, lo), min(stop, hi)
+            if b > a:
+                parts.append(self._shards[i].read(a - lo, b - lo))
+        if not parts:
+            return np.empty((0, *self._spec.shape), self._spec.dtype)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices)
+        which = np.searchsorted(self._bounds, indices, side="right") - 1
+        parts = [
+            self._shards[i].take(indices[which == i] - self._bounds[i]) for i in np.unique(which)
+        ]
+        return np.concatenate(parts)
+
+
 def _spec_from(dtype: np.dtype, shape: tuple[int, ...], *, where: str) -> FeatureSpec:
     if not shape:
         raise SourceError(f"{where} holds a 0-d array; the first axis must index examples.")
@@ -319,9 +458,10 @@ def open_source(value: Any, *, feature: str, root: str | os.PathLike | None = No
     """Turns what a user wrote for a feature into an `ArraySource`.
 
     Args:
-      value: a numpy array; a path to a `.npy` file; `PATH.npz:MEMBER` or a
-        `.npz` path (the member then defaults to the feature name); or any
-        object implementing `ArraySource`.
+      value: a numpy array; a path to a `.npy` file; a directory of `.npy`
+        shards; `PATH.npz:MEMBER` or a `.npz` path (the member then defaults
+        to the feature name); `PATH.h5:/DATASET` (HDF5, default dataset: the
+        feature name); or any object implementing `ArraySource`.
       feature: the feature's name, for messages and as default `.npz` member.
       root: directory that relative paths are taken from.
 
@@ -340,18 +480,23 @@ def open_source(value: Any, *, feature: str, root: str | os.PathLike | None = No
         text = os.fspath(value)
         path, member = text, None
         lowered = text.lower()
-        if ".npz:" in lowered:
-            cut = lowered.rindex(".npz:") + 4
-            path, member = text[:cut], text[cut + 1 :]
+        for ext in (".npz:", ".h5:", ".hdf5:"):
+            if ext in lowered:
+                cut = lowered.rindex(ext) + len(ext) - 1
+                path, member = text[:cut], text[cut + 1 :]
         if root is not None and not os.path.isabs(path):
             path = os.path.join(os.fspath(root), path)
+        if path.lower().endswith((".h5", ".hdf5")):
+            return Hdf5Source(path, member or feature, feature=feature)
+        if os.path.isdir(path):
+            return ShardDirSource(path, feature=feature)
         if path.lower().endswith(".npz"):
             return NpzMemberSource(path, member or feature, feature=feature)
         if path.lower().endswith(".npy"):
             return NpyFileSource(path, feature=feature)
         raise SourceError(
-            f"{feature}={text!r}: unknown source kind. Use a .npy file, "
-            "PATH.npz:MEMBER, or a numpy array."
+            f"{feature}={text!r}: unknown source kind. Use a .npy file, a directory of "
+            ".npy shards, PATH.npz:MEMBER, PATH.h5:/DATASET, or a numpy array."
         )
     if isinstance(value, ArraySource):
         return value

@@ -21,6 +21,7 @@ from tfds_bigarrays._plan import (
     make_plan,
 )
 from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
+from tfds_bigarrays._sources import SourceError
 
 
 class DatasetExistsError(FileExistsError):
@@ -103,6 +104,8 @@ def build(
     beam_options: Any = None,
     description: str | None = None,
     overwrite: bool = False,
+    checksums_dir: str | os.PathLike | None = None,
+    register_checksums: bool = False,
 ) -> tfds.core.DatasetBuilder:
     """Builds a TFDS dataset from arrays and returns its builder.
 
@@ -130,6 +133,10 @@ def build(
         one worker per core.
       description: free text recorded in `dataset_info.json`.
       overwrite: rebuild if this version already exists.
+      checksums_dir: where http(s) sources' sizes and sha256 are kept, as
+        `NAME.tsv` in TFDS's checksums format (default: ./checksums).
+      register_checksums: record the checksums of downloaded URLs; otherwise
+        every URL must already be registered, and is verified.
 
     Returns:
       The builder; `builder.as_dataset(...)` or `tfds.load(name, ...)` read it.
@@ -154,8 +161,43 @@ def build(
             supervised_keys=supervised_keys,
             random_access=permute_seed is not None,
             spool_dir=spool_dir,
+            fetch=_url_fetcher(
+                name,
+                download_dir=os.path.join(spool_dir, "downloads"),
+                checksums_dir=checksums_dir,
+                register=register_checksums,
+            ),
         )
         return _build(cls, plan, name=name, version=version, data_dir=data_dir, overwrite=overwrite)
+
+
+def _url_fetcher(name: str, *, download_dir: str, checksums_dir, register: bool):
+    """Downloads through TFDS's download manager, verifying registered checksums."""
+
+    def fetch(url: str) -> str:
+        from tensorflow_datasets.core.download import checksums
+
+        path = epath.Path(checksums_dir or "checksums") / f"{name}.tsv"
+        infos = checksums.load_url_infos(path) if path.exists() else {}
+        manager = tfds.download.DownloadManager(
+            download_dir=download_dir,
+            url_infos=infos,
+            dataset_name=name,
+            register_checksums=register,
+            register_checksums_path=path if register else None,
+            force_checksums_validation=not register,
+        )
+        if register:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return os.fspath(manager.download(url))
+        except Exception as e:  # TFDS raises several types; all mean the same here
+            raise SourceError(
+                f"{url}: download or checksum verification failed: {e}. If the file "
+                "changed on purpose, register it again with --register-checksums."
+            ) from e
+
+    return fetch
 
 
 def _build(cls, plan, *, name, version, data_dir, overwrite) -> tfds.core.DatasetBuilder:

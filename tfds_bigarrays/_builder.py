@@ -152,6 +152,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             max_examples_per_split=download_config.max_examples_per_split,
             random_access=self.PERMUTE_SEED is not None,
             spool_dir=os.fspath(self.data_path / _SPOOL_DIR),
+            # URLs go through TFDS's download manager: checksums.tsv beside
+            # the builder, `tfds build --register_checksums` to record them.
+            fetch=dl_manager.download,
         )
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:

@@ -103,6 +103,17 @@ def _add_build(sub) -> None:
         help="Beam pipeline options, e.g. runner=DirectRunner,direct_num_workers=2 or "
         "runner=FlinkRunner,... (implies --beam)",
     )
+    p.add_argument(
+        "--checksums-dir",
+        default="checksums",
+        help="where sizes and sha256 of http(s) sources are kept, as NAME.tsv "
+        "(default: ./checksums)",
+    )
+    p.add_argument(
+        "--register-checksums",
+        action="store_true",
+        help="record the checksums of downloaded URLs (otherwise they are verified)",
+    )
     p.add_argument("--description", help="free text recorded in dataset_info.json")
     p.add_argument(
         "--overwrite", action="store_true", help="rebuild if this version already exists"
@@ -139,6 +150,8 @@ def _run_build(args: argparse.Namespace) -> int:
         beam_options=args.beam_options,
         description=args.description,
         overwrite=args.overwrite,
+        checksums_dir=args.checksums_dir,
+        register_checksums=args.register_checksums,
     )
     seconds = time.perf_counter() - start
     total = sum(s.num_bytes for s in builder.info.splits.values())

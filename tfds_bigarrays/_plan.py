@@ -101,6 +101,7 @@ def make_plan(
     max_examples_per_split: int | None = None,
     random_access: bool = False,
     spool_dir: Any = None,
+    fetch: Any = None,
 ) -> DatasetPlan:
     """Opens and cross-checks every source of every split.
 
@@ -112,6 +113,7 @@ def make_plan(
       random_access: every source must read rows in any order (`take`), as a
         permuted write order needs.
       spool_dir: where generator splits are spooled (required if any).
+      fetch: downloads http(s) sources (see `open_source`).
 
     Returns:
       A `DatasetPlan`.
@@ -145,7 +147,7 @@ def make_plan(
         sources = {}
         for feature, value in features.items():
             check_feature_name(feature, what=f"split {split!r} feature name")
-            sources[feature] = open_source(value, feature=feature, root=root)
+            sources[feature] = open_source(value, feature=feature, root=root, fetch=fetch)
         if random_access:
             for feature, source in sources.items():
                 if not getattr(source, "random_access", False):

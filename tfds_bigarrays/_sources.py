@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -454,7 +454,13 @@ def _spec_from(dtype: np.dtype, shape: tuple[int, ...], *, where: str) -> Featur
         raise SourceError(str(e)) from e
 
 
-def open_source(value: Any, *, feature: str, root: str | os.PathLike | None = None) -> ArraySource:
+def open_source(
+    value: Any,
+    *,
+    feature: str,
+    root: str | os.PathLike | None = None,
+    fetch: Callable[[str], Any] | None = None,
+) -> ArraySource:
     """Turns what a user wrote for a feature into an `ArraySource`.
 
     Args:
@@ -464,6 +470,8 @@ def open_source(value: Any, *, feature: str, root: str | os.PathLike | None = No
         feature name); or any object implementing `ArraySource`.
       feature: the feature's name, for messages and as default `.npz` member.
       root: directory that relative paths are taken from.
+      fetch: downloads an http(s) URL and returns the local path (the TFDS
+        download manager, which registers and verifies checksums).
 
     Returns:
       An `ArraySource`.
@@ -484,19 +492,31 @@ def open_source(value: Any, *, feature: str, root: str | os.PathLike | None = No
             if ext in lowered:
                 cut = lowered.rindex(ext) + len(ext) - 1
                 path, member = text[:cut], text[cut + 1 :]
-        if root is not None and not os.path.isabs(path):
-            path = os.path.join(os.fspath(root), path)
-        if path.lower().endswith((".h5", ".hdf5")):
-            return Hdf5Source(path, member or feature, feature=feature)
-        if os.path.isdir(path):
-            return ShardDirSource(path, feature=feature)
-        if path.lower().endswith(".npz"):
-            return NpzMemberSource(path, member or feature, feature=feature)
-        if path.lower().endswith(".npy"):
-            return NpyFileSource(path, feature=feature)
+        if path.lower().startswith(("http://", "https://")):
+            if fetch is None:
+                raise SourceError(
+                    f"{feature}={text!r}: URL sources need a download manager (they work "
+                    "in builds, not here)."
+                )
+            kind = os.path.splitext(path.split("?")[0])[1].lower()
+            local = os.fspath(fetch(path))
+        else:
+            if root is not None and not os.path.isabs(path):
+                path = os.path.join(os.fspath(root), path)
+            kind = "dir" if os.path.isdir(path) else os.path.splitext(path)[1].lower()
+            local = path
+        if kind in (".h5", ".hdf5"):
+            return Hdf5Source(local, member or feature, feature=feature)
+        if kind == "dir":
+            return ShardDirSource(local, feature=feature)
+        if kind == ".npz":
+            return NpzMemberSource(local, member or feature, feature=feature)
+        if kind == ".npy":
+            return NpyFileSource(local, feature=feature)
         raise SourceError(
             f"{feature}={text!r}: unknown source kind. Use a .npy file, a directory of "
-            ".npy shards, PATH.npz:MEMBER, PATH.h5:/DATASET, or a numpy array."
+            ".npy shards, PATH.npz:MEMBER, PATH.h5:/DATASET, an http(s) URL of one of "
+            "those, or a numpy array."
         )
     if isinstance(value, ArraySource):
         return value

@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import run_cli
 
 import tfds_bigarrays as tb
-from conftest import run_cli
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from tfds_bigarrays._spec import FeatureSpec, SpecError
 from tfds_bigarrays._version import __version__
 
 _plugin.install()
+_plugin.install_namespaces()
 
 __all__ = [
     "ArrayDatasetBuilder",

@@ -187,8 +187,10 @@ def make_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
+    from tfds_bigarrays._cli_registry import add_parsers as add_registry
     from tfds_bigarrays.gpu._cli import add_parser as add_gpu
 
+    add_registry(sub)
     add_gpu(sub)
     return parser
 
@@ -200,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tfds_bigarrays._api import DatasetExistsError
     from tfds_bigarrays._encoding import RecordError
     from tfds_bigarrays._plan import PlanError
+    from tfds_bigarrays._registry import RegistryError
     from tfds_bigarrays._sources import SourceError
     from tfds_bigarrays._spec import SpecError
     from tfds_bigarrays.gpu._config import GpuConfigError
@@ -214,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         RecordError,
         DatasetExistsError,
         GpuConfigError,
+        RegistryError,
+        FileExistsError,
     ) as e:
         print(f"tfds-bigarrays {args.command}: error: {e}", file=sys.stderr)
         return 2

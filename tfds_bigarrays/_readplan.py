@@ -26,7 +26,7 @@ GROUP_BLOCKS = 16
 # When shuffling, shards are read as independent pieces of about this size:
 # pieces are shuffled and interleaved, so that blocks come from many places of
 # the dataset at once, and several pieces of one shard can be read in parallel.
-PIECE_BYTES = 16 * MiB
+PIECE_BYTES = 4 * MiB
 
 
 class ReadPlanError(ValueError):

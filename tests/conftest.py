@@ -35,6 +35,41 @@ def run_python(
     )
 
 
+def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `python -m module args...` in a fresh interpreter of this venv."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def run_tfds_build(folder, *, manual_dir, data_dir, extra=()) -> subprocess.CompletedProcess:
+    """Runs the stock `tfds build` CLI on a dataset folder."""
+    exe = pathlib.Path(sys.executable).parent / "tfds"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [
+            str(exe),
+            "build",
+            str(folder),
+            "--manual_dir",
+            str(manual_dir),
+            "--data_dir",
+            str(data_dir),
+            "--noforce_checksums_validation",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
 def run_cli(*args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs the installed `tfds-bigarrays` console script."""
     exe = pathlib.Path(sys.executable).parent / "tfds-bigarrays"

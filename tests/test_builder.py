@@ -1,14 +1,11 @@
 """The declarative builder, under TFDS's own test case and the stock `tfds build`."""
 
-import os
-import pathlib
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
-from conftest import ROOT, run_python
+from conftest import ROOT, run_python, run_tfds_build
 
 sys.path.insert(0, str(ROOT / "examples"))
 from toy_arrays import toy_arrays_dataset_builder  # noqa: E402
@@ -28,28 +25,32 @@ def test_relative_paths_come_from_the_manual_dir():
     assert "x_train.npy" in toy_arrays_dataset_builder.Builder.MANUAL_DOWNLOAD_INSTRUCTIONS
 
 
-def test_stock_tfds_build_cli_builds_and_tfds_load_reads(tmp_path):
-    exe = pathlib.Path(sys.executable).parent / "tfds"
+def _tfds_build(tmp_path, data_dir, *extra):
     folder = tmp_path / "toy_arrays"
-    shutil.copytree(ROOT / "examples" / "toy_arrays", folder)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(
-        [
-            str(exe),
-            "build",
-            str(folder),
-            "--manual_dir",
-            str(ROOT / "dummy_data" / "toy_arrays"),
-            "--data_dir",
-            str(tmp_path / "data"),
-            "--noforce_checksums_validation",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    if not folder.exists():
+        shutil.copytree(ROOT / "examples" / "toy_arrays", folder)
+    proc = run_tfds_build(
+        folder, manual_dir=ROOT / "dummy_data" / "toy_arrays", data_dir=data_dir, extra=extra
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_tfds_build_with_beam_pipeline_options_matches_local(tmp_path):
+    _tfds_build(tmp_path, tmp_path / "local")
+    _tfds_build(
+        tmp_path,
+        tmp_path / "beam",
+        "--beam_pipeline_options=runner=DirectRunner,direct_running_mode=multi_processing,"
+        "direct_num_workers=2",
+    )
+    a = sorted((tmp_path / "local/toy_arrays/1.0.0").glob("*.tfrecord-*"))
+    b = sorted((tmp_path / "beam/toy_arrays/1.0.0").glob("*.tfrecord-*"))
+    assert len(a) == 2 and [p.name for p in a] == [p.name for p in b]
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(a, b, strict=True))
+
+
+def test_stock_tfds_build_cli_builds_and_tfds_load_reads(tmp_path):
+    _tfds_build(tmp_path, tmp_path / "data")
     built = tmp_path / "data" / "toy_arrays" / "1.0.0"
     assert (built / "tfds_bigarrays.json").exists()
     # Another process, which only imports tfds_bigarrays, loads it by name.

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import run_cli, run_python
+from conftest import run_cli, run_module, run_python
 
 from tfds_bigarrays import gpu
 from tfds_bigarrays.gpu import _config
@@ -200,11 +200,7 @@ def test_wrapper_runs_a_script_as_main(tmp_path):
         sys.exit(3)
     """)
     )
-    code = (
-        "import runpy, sys; sys.argv = ['x', '--memory-limit', '512', "
-        f"{str(script)!r}, 'a', '--b']; runpy.run_module('tfds_bigarrays.gpu', run_name='__main__')"
-    )
-    result = run_python(code)
+    result = run_module("tfds_bigarrays.gpu", "--memory-limit", "512", str(script), "a", "--b")
     assert result.returncode == 3, result.stderr[-2000:]
     assert "name __main__ argv ['a', '--b']" in result.stdout
     assert "no GPU visible to TensorFlow" in result.stderr
@@ -213,10 +209,7 @@ def test_wrapper_runs_a_script_as_main(tmp_path):
 def test_wrapper_refuses_a_bad_limit(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("print('ran')\n")
-    result = run_python(
-        "import runpy, sys; sys.argv = ['x', '--memory-limit', '-5', "
-        f"{str(script)!r}]; runpy.run_module('tfds_bigarrays.gpu', run_name='__main__')"
-    )
+    result = run_module("tfds_bigarrays.gpu", "--memory-limit", "-5", str(script))
     assert result.returncode == 2 and "megabytes=-5" in result.stderr
     assert "ran" not in result.stdout
 

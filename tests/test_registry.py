@@ -1,13 +1,12 @@
 """Team registry: publish, load by namespace in another process, verify, inspect, ls, new."""
 
 import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import run_cli, run_python
+from conftest import run_cli, run_python, run_tfds_build
 
 import tfds_bigarrays as tb
 from tfds_bigarrays._registry import Registry, RegistryError, publish
@@ -134,23 +133,7 @@ def test_new_writes_a_folder_that_passes_its_test_and_builds(tmp_path):
         timeout=600,
     )
     assert test.returncode == 0 and "passed" in test.stdout, test.stdout[-3000:]
-    tfds_exe = pathlib.Path(sys.executable).parent / "tfds"
-    build = subprocess.run(
-        [
-            str(tfds_exe),
-            "build",
-            str(folder),
-            "--manual_dir",
-            str(folder / "dummy_data"),
-            "--data_dir",
-            str(tmp_path / "data"),
-            "--noforce_checksums_validation",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    build = run_tfds_build(folder, manual_dir=folder / "dummy_data", data_dir=tmp_path / "data")
     assert build.returncode == 0, build.stderr[-3000:]
     assert (tmp_path / "data" / "my_arrays" / "1.0.0" / "tfds_bigarrays.json").exists()
     again = run_cli("new", "my_arrays", "--dir", str(tmp_path))

@@ -104,18 +104,15 @@ def _group_decoder(codec: RecordCodec, *, block_rows: int, verify: bool) -> Call
     One `decode_raw` for the whole group: decoding block by block and then
     concatenating costs twice as much. Blocks are equal-sized except the last
     of each read; those are zero-padded by `decode_raw` and the padding rows
-    dropped. Frame headers and the Example layout are checked on every row,
-    and on failure the message names the shard(s).
+    dropped. Frame headers, the Example layout and (with `verify`) every
+    record's CRC32C are checked; on failure the message names the shard(s).
     """
     frame = codec.frame_bytes
     header = np.frombuffer(codec._frame_header.tobytes(), np.uint8)  # noqa: SLF001
-    pos = [np.arange(len(header))]
-    val = [header]
-    for start, const in codec._constants:  # noqa: SLF001
-        pos.append(_HEADER + start + np.arange(len(const)))
-        val.append(const)
-    const_pos = np.concatenate(pos).astype(np.int32)
-    const_val = np.concatenate(val)
+    layout_pos = np.concatenate(
+        [_HEADER + start + np.arange(len(const)) for start, const in codec._constants]  # noqa: SLF001
+    ).astype(np.int32)
+    layout_val = np.concatenate([const for _, const in codec._constants])  # noqa: SLF001
     block_bytes = block_rows * frame
 
     def decode_group(blocks: tf.Tensor, filenames: tf.Tensor) -> tf.Tensor:
@@ -124,9 +121,26 @@ def _group_decoder(codec: RecordCodec, *, block_rows: int, verify: bool) -> Call
         raw = tf.io.decode_raw(blocks, tf.uint8, fixed_length=block_bytes)
         frames = tf.reshape(raw, [num_blocks * block_rows, frame])
         valid = tf.reshape(tf.sequence_mask(rows_in_block, block_rows), [-1])
-        ok = tf.reduce_all(tf.equal(tf.gather(frames, const_pos, axis=1), const_val), axis=1)
+        # Frame headers (length and its CRC) are outside the data CRC: check
+        # every row. The Example layout is inside it: with CRC verification,
+        # the first row of each block suffices to catch a foreign dataset;
+        # without, every row is checked.
+        ok = tf.reduce_all(tf.equal(tf.slice(frames, [0, 0], [-1, _HEADER]), header), axis=1)
+        if verify:
+            firsts = tf.slice(raw, [0, 0], [-1, frame])
+            first_ok = tf.reduce_all(
+                tf.equal(tf.gather(firsts, layout_pos, axis=1), layout_val), axis=1
+            )
+        else:
+            ok = tf.logical_and(
+                ok,
+                tf.reduce_all(tf.equal(tf.gather(frames, layout_pos, axis=1), layout_val), axis=1),
+            )
+            first_ok = tf.ones([num_blocks], tf.bool)
         ok = tf.logical_or(ok, tf.logical_not(valid))
-        block_ok = tf.reduce_all(tf.reshape(ok, [num_blocks, block_rows]), axis=1)
+        block_ok = tf.logical_and(
+            tf.reduce_all(tf.reshape(ok, [num_blocks, block_rows]), axis=1), first_ok
+        )
         checks = [
             tf.debugging.Assert(
                 tf.reduce_all(block_ok),

@@ -45,6 +45,21 @@ class ArraySource(Protocol):
         ...
 
 
+class _Described:
+    """What every source reports: its spec and where its rows come from."""
+
+    _spec: FeatureSpec
+    _description: str
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self._spec
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+
 @dataclasses.dataclass(frozen=True)
 class InMemorySource:
     """Rows of a numpy array already in memory (or memory-mapped by the caller)."""
@@ -124,20 +139,10 @@ def _read_npy_header(fp, *, where: str) -> tuple[tuple[int, ...], bool, np.dtype
     return tuple(int(d) for d in shape), bool(fortran), dtype
 
 
-class _MappedRows:
+class _MappedRows(_Described):
     """Reads row ranges of an uncompressed payload through a short-lived memmap."""
 
     _layout: _RawLayout
-    _spec: FeatureSpec
-    _description: str
-
-    @property
-    def spec(self) -> FeatureSpec:
-        return self._spec
-
-    @property
-    def description(self) -> str:
-        return self._description
 
     def __len__(self) -> int:
         return self._layout.shape[0]
@@ -329,7 +334,7 @@ def _h5py():
     return h5py
 
 
-class Hdf5Source:
+class Hdf5Source(_Described):
     """A dataset inside an HDF5 file, read chunk by chunk (h5py slicing)."""
 
     def __init__(self, path: str | os.PathLike, dataset: str, *, feature: str = "array"):
@@ -359,14 +364,6 @@ class Hdf5Source:
         self._length = shape[0]
         self._description = f"{self._path}:{dataset}"
 
-    @property
-    def spec(self) -> FeatureSpec:
-        return self._spec
-
-    @property
-    def description(self) -> str:
-        return self._description
-
     random_access = True
 
     def __len__(self) -> int:
@@ -387,7 +384,7 @@ def _h5_names(group) -> list[str]:
     return out
 
 
-class ShardDirSource:
+class ShardDirSource(_Described):
     """A directory of `.npy` shards of one array, in sorted file-name order."""
 
     def __init__(self, directory: str | os.PathLike, *, feature: str = "array"):
@@ -408,14 +405,6 @@ class ShardDirSource:
         self._spec = first.spec
         self._bounds = np.cumsum([0] + [len(s) for s in self._shards])
         self._description = f"{directory}/ ({len(names)} shards)"
-
-    @property
-    def spec(self) -> FeatureSpec:
-        return self._spec
-
-    @property
-    def description(self) -> str:
-        return self._description
 
     random_access = True
 

@@ -78,7 +78,11 @@ def _add_build(sub) -> None:
         help="features returned by as_supervised=True, e.g. x,y",
     )
     p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
-    p.add_argument("--shard-size", default="256MiB", help="max shard file size (default 256MiB)")
+    p.add_argument(
+        "--shard-size",
+        default="128MiB",
+        help="max shard file size (default 128MiB; smaller shards mix better when shuffling)",
+    )
     p.add_argument(
         "--memory-budget",
         default="128MiB",

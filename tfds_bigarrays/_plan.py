@@ -16,7 +16,7 @@ from tfds_bigarrays._sources import ArraySource, open_source
 from tfds_bigarrays._spec import FeatureSpec, check_feature_name
 
 MiB = 1 << 20
-DEFAULT_SHARD_BYTES = 256 * MiB
+DEFAULT_SHARD_BYTES = 128 * MiB
 MIN_SHARD_BYTES = 1 << 10
 DEFAULT_BLOCK_BYTES = 8 * MiB
 

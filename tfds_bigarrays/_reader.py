@@ -279,12 +279,7 @@ def as_dataset(
     reshuffle = read_config.shuffle_reshuffle_each_iteration
     reshuffle = True if reshuffle is None else reshuffle
 
-    parts = _readplan.pieces(
-        reads,
-        frame_bytes=frame,
-        block_rows=plan.block_rows,
-        max_piece_rows=plan.piece_rows if shuffle_files else None,
-    )
+    parts = _readplan.pieces(reads, frame_bytes=frame, block_rows=plan.block_rows)
 
     def build() -> tf.data.Dataset:
         # Runs TensorFlow ops (and so initializes devices): deferred to first use.

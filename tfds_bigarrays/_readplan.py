@@ -23,10 +23,11 @@ TARGET_BLOCK_BYTES = 64 * 1024
 MAX_INTERLEAVE = 4
 # Rows are shuffled within groups of at least this many blocks.
 GROUP_BLOCKS = 16
-# When shuffling, shards are read as independent pieces of about this size:
-# pieces are shuffled and interleaved, so that blocks come from many places of
-# the dataset at once, and several pieces of one shard can be read in parallel.
-PIECE_BYTES = 4 * MiB
+# Shards are not cut into smaller pieces for mixing: FixedLengthRecordDataset
+# reads through `header_bytes` instead of seeking (measured: a piece at the end
+# of a 160 MB shard took 4x as long as one at its start), so N pieces per shard
+# cost O(N^2) reads. Mixing comes from interleaving whole shards, the block
+# shuffle buffer and the in-group permutation; smaller shards mix better.
 
 
 class ReadPlanError(ValueError):
@@ -45,8 +46,6 @@ class MemoryPlan:
       cycle_length: shards read at once.
       prefetch_batches: batches prefetched at the end.
       autotune_ram_bytes: budget handed to tf.data's autotuner for its buffers.
-      piece_rows: rows per independently read piece of a shard (a multiple of
-        block_rows), when shuffling.
     """
 
     block_rows: int
@@ -55,7 +54,6 @@ class MemoryPlan:
     cycle_length: int
     prefetch_batches: int
     autotune_ram_bytes: int
-    piece_rows: int
 
     def bytes_bound(self, frame_bytes: int, batch_rows: int) -> int:
         """Rough upper bound of bytes held in buffers (for docs and tests)."""
@@ -101,9 +99,7 @@ def plan_memory(
         group_blocks = max(batch_blocks, min(GROUP_BLOCKS, (budget // 16) // block))
     cycle = max(1, min(num_files, MAX_INTERLEAVE, (budget // 16) // (2 * block))) if shuffle else 1
     prefetch = max(1, min(4, (budget // 16) // max(1, batch_rows * frame_bytes)))
-    piece_rows = max(1, PIECE_BYTES // block) * block_rows
     return MemoryPlan(
-        piece_rows=piece_rows,
         block_rows=block_rows,
         shuffle_blocks=shuffle_blocks,
         group_blocks=group_blocks,
@@ -124,26 +120,14 @@ class Piece:
 
 
 def pieces(
-    reads: list[tuple[str, int, int, int]],
-    *,
-    frame_bytes: int,
-    block_rows: int,
-    max_piece_rows: int | None = None,
+    reads: list[tuple[str, int, int, int]], *, frame_bytes: int, block_rows: int
 ) -> list[Piece]:
     """Turns (file, skip, take, rows in shard) reads into fixed-size block pieces.
 
     A read of `take` rows is `take // block_rows` full blocks plus, if any rows
     remain, one shorter block; header and footer bytes skip the rest of the
-    shard, so a slice like `train[10:20]` reads only its rows. With
-    `max_piece_rows`, reads are first cut into runs of at most that many rows.
+    shard, so a slice like `train[10:20]` decodes only its rows.
     """
-    if max_piece_rows is not None:
-        step = max(block_rows, max_piece_rows // block_rows * block_rows)
-        reads = [
-            (filename, start, min(step, skip + take - start), rows)
-            for filename, skip, take, rows in reads
-            for start in range(skip, skip + take, step)
-        ]
     out = []
     for filename, skip, take, rows in reads:
         full = take // block_rows * block_rows

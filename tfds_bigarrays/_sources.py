@@ -210,7 +210,7 @@ class NpyFileSource(_MappedRows):
         )
         _check_layout(self._layout, file_size=os.path.getsize(path), where=where)
         self._spec = _spec_from(dtype, shape, where=where)
-        self._description = path
+        self._description = os.path.abspath(path)
 
 
 class NpzMemberSource(_MappedRows):

@@ -107,9 +107,10 @@ def describe(directory: epath.PathLike) -> str:
     if layout is not None:
         for name, spec in layout.specs.items():
             lines.append(f"| {name} | {spec.dtype.name} | {list(spec.shape)} |")
-        keys = info.get("supervisedKeys", {})
-        if keys:
-            lines += ["", f"supervised keys: {json.dumps(keys)}"]
+        items = info.get("supervisedKeys", {}).get("tuple", {}).get("items", [])
+        if items:
+            keys = ", ".join(item.get("featureKey", "?") for item in items)
+            lines += ["", f"supervised keys (as_supervised=True): ({keys})"]
         lines += ["", "provenance:"]
         lines += [f"  {k}: {v}" for k, v in layout.provenance.items()]
         if layout.permute_seed is not None:

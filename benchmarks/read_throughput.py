@@ -202,6 +202,21 @@ def chart(rows: list[dict], scale: list[dict], path: pathlib.Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def measure(contender: str, kind: str, work: pathlib.Path, *, epochs: int) -> dict:
+    """One contender on one prepared dataset, in a fresh process."""
+    return run_child(
+        str(HERE),
+        "--contender",
+        contender,
+        "--kind",
+        kind,
+        "--src",
+        str(work / kind),
+        "--epochs",
+        str(epochs),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -225,17 +240,7 @@ def main() -> None:
         print(f"preparing {kind} ({rows[kind]:,} rows)", flush=True)
         prepare(work, kind, rows[kind], stock=True)
         for contender in ("in-memory", "seed", "stock-tfds", "ours"):
-            r = run_child(
-                str(HERE),
-                "--contender",
-                contender,
-                "--kind",
-                kind,
-                "--src",
-                str(work / kind),
-                "--epochs",
-                str(args.epochs),
-            )
+            r = measure(contender, kind, work, epochs=args.epochs)
             r.update(kind=kind, contender=contender)
             results.append(r)
             print(
@@ -252,17 +257,7 @@ def main() -> None:
         print(f"preparing {kind} ({KINDS_ROWS:,} rows)", flush=True)
         prepare(work, kind, KINDS_ROWS, stock=False)
         for contender in ("seed", "ours"):
-            r = run_child(
-                str(HERE),
-                "--contender",
-                contender,
-                "--kind",
-                kind,
-                "--src",
-                str(work / kind),
-                "--epochs",
-                "1",
-            )
+            r = measure(contender, kind, work, epochs=1)
             r.update(gb=gb, contender=contender)
             scale.append(r)
             print(

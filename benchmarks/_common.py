@@ -78,3 +78,13 @@ def write_npy_chunked(
         out[start:stop] = rng.standard_normal((stop - start, *row_shape), dtype=np.float32)
         out.flush()
     del out
+
+
+def write_report(directory, filename: str, text: str) -> None:
+    """Writes a benchmark's markdown table under `directory` and prints it."""
+    import pathlib
+
+    out = pathlib.Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / filename).write_text(text)
+    print(text)

@@ -21,7 +21,13 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _common import emit, peak_rss_bytes, run_child, write_npy_chunked  # noqa: E402
+from _common import (  # noqa: E402
+    emit,
+    peak_rss_bytes,
+    run_child,
+    write_npy_chunked,
+    write_report,
+)
 
 HERE = pathlib.Path(__file__).resolve()
 ROOT = HERE.parent.parent
@@ -130,11 +136,7 @@ def main() -> None:
         f"- Beam 2 workers vs 1: {beam1['seconds'] / beam2['seconds']:.2f}x",
         f"- peak RSS building 4 GB / 1 GB: {big['peak_rss'] / small['peak_rss']:.3f}",
     ]
-    text = "\n".join(lines) + "\n"
-    docs = pathlib.Path(args.docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    (docs / "build_benchmark.md").write_text(text)
-    print(text)
+    write_report(args.docs, "build_benchmark.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _common import emit, peak_rss_bytes, run_child, time_epochs, write_npy_chunked  # noqa: E402
+from _common import (  # noqa: E402
+    emit,
+    peak_rss_bytes,
+    run_child,
+    time_epochs,
+    write_npy_chunked,
+    write_report,
+)
 
 HERE = pathlib.Path(__file__).resolve()
 ROOT = HERE.parent.parent
@@ -303,12 +310,11 @@ def main() -> None:
         + "\n"
     )
     suffix = "_quick" if args.quick else ""
-    (out / f"read_benchmark{suffix}.md").write_text(text)
     (out / f"read_benchmark{suffix}.json").write_text(
         json.dumps({"throughput": results, "scale": scale}, indent=1)
     )
     chart(results, scale, out / f"read_benchmark{suffix}.png")
-    print(text)
+    write_report(out, f"read_benchmark{suffix}.md", text)
 
 
 if __name__ == "__main__":

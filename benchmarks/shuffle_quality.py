@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _common import write_report  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -137,11 +141,7 @@ def main() -> None:
             f"| {m['config']} | {m['epoch_corr']:.3f} | {m['stored_corr']:.3f} | "
             f"{m['array_corr']:.3f} | {m['batch_spread']:.3f} | {m['rate']:,.0f} |"
         )
-    text = "\n".join(lines) + "\n"
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "shuffle_quality.md").write_text(text)
-    print(text)
+    write_report(args.out, "shuffle_quality.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from tfds_bigarrays._api import DatasetExistsError, build
 from tfds_bigarrays._builder import ArrayDatasetBuilder
 from tfds_bigarrays._generator import from_generator
 from tfds_bigarrays._layout import Layout
+from tfds_bigarrays._options import ReadOptions, read_options
 from tfds_bigarrays._plan import PlanError
-from tfds_bigarrays._reader import ReadOptions, read_options
 from tfds_bigarrays._sources import ArraySource, SourceError
 from tfds_bigarrays._spec import FeatureSpec, SpecError
 from tfds_bigarrays._version import __version__

@@ -13,7 +13,6 @@ import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
 
-from tfds_bigarrays import _reader
 from tfds_bigarrays._beam import ShardTask, run_task, write_with_beam
 from tfds_bigarrays._encoding import RecordCodec
 from tfds_bigarrays._features import to_tfds_features
@@ -266,6 +265,8 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _build_single_dataset(
         self, split, batch_size, shuffle_files, decoders, read_config, as_supervised
     ):
+        from tfds_bigarrays import _reader  # TensorFlow: imported on first read
+
         return _reader.build_single_dataset(
             self,
             super()._build_single_dataset,

@@ -12,8 +12,6 @@ import functools
 
 from tensorflow_datasets.core import read_only_builder
 
-from tfds_bigarrays import _reader
-
 _MARK = "__tfds_bigarrays_wrapped__"
 
 
@@ -27,6 +25,8 @@ def install() -> None:
     def _build_single_dataset(
         self, split, batch_size, shuffle_files, decoders, read_config, as_supervised
     ):
+        from tfds_bigarrays import _reader  # TensorFlow: imported on first read
+
         return _reader.build_single_dataset(
             self,
             functools.partial(original, self),

@@ -18,11 +18,8 @@ Stock TFDS still reads the same shards one Example at a time.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,50 +30,11 @@ from tfds_bigarrays import _readplan
 from tfds_bigarrays._encoding import BYTES, RecordCodec, crc_errors
 from tfds_bigarrays._layout import Layout
 from tfds_bigarrays._lazy import LazyDataset
+from tfds_bigarrays._options import _OPTIONS, ReadOptions
 
 _ENV_BUDGET = "TFDS_BIGARRAYS_MEMORY_BUDGET"
 _ENV_VERIFY = "TFDS_BIGARRAYS_VERIFY_CHECKSUMS"
 _HEADER = 12  # uint64 length + masked crc of it
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ReadOptions:
-    """Read settings that `tfds.ReadConfig` has no field for.
-
-    Attributes:
-      memory_budget: bytes that the pipeline's buffers may hold together
-        (shuffle buffer, interleave, groups, prefetch, tf.data autotuning).
-        None: the value recorded at build time (`--memory-budget`), else the
-        environment variable TFDS_BIGARRAYS_MEMORY_BUDGET, else 128 MiB.
-      verify_checksums: check every record's CRC32C while reading (as
-        `TFRecordDataset` does). Costs CPU on small rows. None: on unless the
-        environment variable TFDS_BIGARRAYS_VERIFY_CHECKSUMS is "0".
-    """
-
-    memory_budget: int | None = None
-    verify_checksums: bool | None = None
-
-
-_OPTIONS: contextvars.ContextVar[ReadOptions | None] = contextvars.ContextVar(
-    "tfds_bigarrays_read_options", default=None
-)
-
-
-@contextlib.contextmanager
-def read_options(**kwargs: Any) -> Iterator[ReadOptions]:
-    """Applies `ReadOptions(**kwargs)` to `tfds.load` calls in this block.
-
-    Example::
-
-        with tfds_bigarrays.read_options(memory_budget=512 * 2**20):
-            ds = tfds.load("my_arrays", split="train", shuffle_files=True)
-    """
-    options = ReadOptions(**kwargs)
-    token = _OPTIONS.set(options)
-    try:
-        yield options
-    finally:
-        _OPTIONS.reset(token)
 
 
 def _resolve(layout: Layout, options: ReadOptions | None) -> tuple[int, bool]:

@@ -115,3 +115,19 @@ def test_parse_helpers():
     assert parse_split("train:x=a.npy,y=b.npz:y") == ("train", {"x": "a.npy", "y": "b.npz:y"})
     with pytest.raises(UsageError, match="twice"):
         parse_split("train:x=a.npy,x=b.npy")
+
+
+def test_cli_build_keeps_tensorflow_off_the_gpus():
+    code = """
+import os, sys
+from tfds_bigarrays._cli import _hide_gpus
+_hide_gpus()
+print("hidden", repr(os.environ["CUDA_VISIBLE_DEVICES"]), "tf loaded", "tensorflow" in sys.modules)
+import tensorflow as tf
+_hide_gpus()  # with TensorFlow loaded: through tf.config, without error
+print("gpus", tf.config.get_visible_devices("GPU"))
+"""
+    result = run_python(code, env={"CUDA_VISIBLE_DEVICES": "0"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "hidden '' tf loaded False" in result.stdout
+    assert "gpus []" in result.stdout

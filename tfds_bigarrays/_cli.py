@@ -174,8 +174,14 @@ def _run_build(args: argparse.Namespace) -> int:
 def _hide_gpus() -> None:
     """The CLI process only converts data: keep TensorFlow off the GPUs.
 
+    The build itself does not import TensorFlow, so hiding the GPUs through
+    CUDA_VISIBLE_DEVICES (inherited by Beam's worker processes too) is enough
+    and costs nothing; if TensorFlow is already loaded, ask it directly.
     (Not done by the Python API, where the caller may train afterwards.)
     """
+    if "tensorflow" not in sys.modules:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return
     import tensorflow as tf
 
     try:

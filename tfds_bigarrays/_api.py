@@ -17,6 +17,7 @@ from tfds_bigarrays._plan import (
     DEFAULT_SHARD_BYTES,
     MIN_SHARD_BYTES,
     PlanError,
+    check_bytes,
     check_dataset_name,
     make_plan,
 )
@@ -43,12 +44,6 @@ def _check_seed(value: Any) -> int | None:
     return value
 
 
-def _check_bytes(value: Any, *, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PlanError(f"{what}={value!r} must be an int >= {minimum} (bytes).")
-    return value
-
-
 def builder_class(
     name: str,
     *,
@@ -71,8 +66,8 @@ def builder_class(
         "name": name,
         "VERSION": tfds.core.Version(version),
         "RELEASE_NOTES": {version: "Built with tfds-bigarrays."},
-        "SHARD_BYTES": _check_bytes(shard_bytes, what="shard_bytes", minimum=MIN_SHARD_BYTES),
-        "READ_MEMORY_BUDGET": _check_bytes(
+        "SHARD_BYTES": check_bytes(shard_bytes, what="shard_bytes", minimum=MIN_SHARD_BYTES),
+        "READ_MEMORY_BUDGET": check_bytes(
             memory_budget, what="memory_budget", minimum=MIN_MEMORY_BUDGET
         ),
         "PERMUTE_SEED": _check_seed(permute_seed),

@@ -23,6 +23,7 @@ from tfds_bigarrays._plan import (
     MIN_SHARD_BYTES,
     DatasetPlan,
     PlanError,
+    check_bytes,
     make_plan,
     shard_ranges,
 )
@@ -157,10 +158,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         )
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
-        if not isinstance(self.SHARD_BYTES, int) or self.SHARD_BYTES < MIN_SHARD_BYTES:
-            raise PlanError(
-                f"SHARD_BYTES={self.SHARD_BYTES!r} must be an int >= {MIN_SHARD_BYTES}."
-            )
+        check_bytes(self.SHARD_BYTES, what="SHARD_BYTES", minimum=MIN_SHARD_BYTES)
         plan = self._make_plan(dl_manager, download_config)
         features = to_tfds_features(plan.specs)
         if self.info.features is None:

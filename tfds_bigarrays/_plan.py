@@ -45,6 +45,13 @@ def check_dataset_name(name: Any) -> str:
     return name
 
 
+def check_bytes(value: Any, *, what: str, minimum: int) -> int:
+    """Returns `value` if it is an int number of bytes >= `minimum`, else raises."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PlanError(f"{what}={value!r} must be an int >= {minimum} (bytes).")
+    return value
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RowRange:
     """Rows `[start, stop)` of a split that go into one shard."""

@@ -6,11 +6,12 @@ is an array of fixed-size TFRecord frames. The reader takes advantage of it:
 1. `FixedLengthRecordDataset` reads *blocks* of frames (about 64 KiB), so
    tf.data handles one element per block, not per example;
 2. blocks are interleaved across shards and shuffled in a buffer bounded in
-   bytes; each block's frame headers and Example layout are checked against
-   the dataset's (naming the shard on mismatch);
-3. blocks are regrouped (`rebatch`) into groups of at least a batch, whose
-   rows are permuted in-graph, then every feature is a column slice of the
-   group's byte matrix, bit-cast to its dtype: no per-example parsing;
+   bytes;
+3. blocks are batched into groups of at least a batch and decoded with one
+   `decode_raw`; frame headers, the Example layout and CRCs are checked
+   (naming the shard on mismatch); the group's rows are permuted in-graph,
+   then every feature is a column slice of its byte matrix, bit-cast to its
+   dtype: no per-example parsing;
 4. groups are rebatched to the requested batch size and prefetched.
 
 Stock TFDS still reads the same shards one Example at a time.
@@ -282,14 +283,7 @@ def as_dataset(
         groups = blocks.batch(
             plan.group_blocks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
-        if shuffle_files and plan.block_rows == 1:
-            # Rows were shuffled one by one: permuting them again is wasted work.
-            ds = groups.map(
-                lambda *group: decode(decode_group(*group)),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True,
-            )
-        elif shuffle_files:
+        if shuffle_files and plan.block_rows > 1:
             randoms = tf.data.Dataset.random(
                 seed=_seed(seed, 2), rerandomize_each_iteration=reshuffle
             ).batch(2)
@@ -299,19 +293,20 @@ def as_dataset(
                 # Permute row indices, then gather: shuffling the byte matrix
                 # itself is ten times slower.
                 order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(frames)[0]), rnd)
-                return decode(tf.gather(frames, order))
+                return structure(decode(tf.gather(frames, order)))
 
             ds = tf.data.Dataset.zip((groups, randoms)).map(
                 permute_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
             )
         else:
+            # Not shuffling, or rows already shuffled one by one (one-row
+            # blocks): decode in stored order.
             ds = groups.map(
-                lambda *group: decode(decode_group(*group)),
+                lambda *group: structure(decode(decode_group(*group))),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )
         ds = ds.rebatch(batch_rows)
-        ds = ds.map(structure)
         if batch_size:
             cardinality = -(-num_examples // batch_size)
         else:

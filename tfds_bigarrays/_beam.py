@@ -12,9 +12,14 @@ bounded, and the runner only schedules tasks.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from etils import epath
 
 from tfds_bigarrays._encoding import RecordCodec
 from tfds_bigarrays._permutation import Permutation
@@ -38,9 +43,24 @@ class ShardTask:
     block_bytes: int = DEFAULT_BLOCK_BYTES
 
 
+RECEIPT_SUFFIX = ".written.json"
+
+
+def receipt_path(shard_path: str) -> epath.Path:
+    """Where the worker that wrote `shard_path` leaves its receipt."""
+    return epath.Path(shard_path + RECEIPT_SUFFIX)
+
+
 def run_task(task: ShardTask, *, on_block: Callable[[int, int], None] | None = None) -> ShardResult:
-    """Writes one shard; the function both build paths call per shard."""
-    return write_shard(
+    """Writes one shard and its receipt; what both build paths call per shard.
+
+    The receipt (which worker wrote the shard, how many bytes, how long it
+    took) travels back to the driver through the file system, because Beam
+    runners have no common way to return results; the driver checks every
+    shard against it and folds the receipts into the layout's provenance.
+    """
+    start = time.perf_counter()
+    result = write_shard(
         sources=task.sources,
         rows=task.rows,
         path=task.path,
@@ -49,6 +69,17 @@ def run_task(task: ShardTask, *, on_block: Callable[[int, int], None] | None = N
         block_bytes=task.block_bytes,
         on_block=on_block,
     )
+    receipt = {
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "num_examples": result.num_examples,
+        "num_bytes": result.num_bytes,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    final = receipt_path(task.path)
+    tmp = final.parent / f"{final.name}.incomplete-{os.getpid()}"
+    tmp.write_text(json.dumps(receipt))
+    tmp.rename(final)
+    return result
 
 
 def pipeline_options(flags: Sequence[str] | str | Any | None) -> Any:
@@ -75,17 +106,45 @@ def pipeline_options(flags: Sequence[str] | str | Any | None) -> Any:
     return PipelineOptions(flags)
 
 
+def _spread_over_dask(options: Any) -> None:
+    """One task per Dask partition unless the user chose a partitioning.
+
+    Beam's Dask runner puts 128 elements into each bag partition by default,
+    so a build of fewer than 128 shards would run on one worker only.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if "Dask" not in str(options.view_as(StandardOptions).runner or ""):
+        return
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    dask = options.view_as(DaskOptions)
+    if not dask.npartitions and not dask.partition_size:
+        dask.partition_size = 1
+
+
 def write_with_beam(tasks: Sequence[ShardTask], *, options: Any) -> None:
     """Runs one Beam pipeline that writes every task's shard."""
     try:
         import apache_beam as beam
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
-    with beam.Pipeline(options=pipeline_options(options)) as pipeline:
-        _ = (
-            pipeline
-            | "Tasks" >> beam.Create(list(tasks))
-            # Spread the (tiny) tasks over the workers; no row data moves here.
-            | "Spread" >> beam.Reshuffle()
-            | "WriteShards" >> beam.Map(run_task)
-        )
+    options = pipeline_options(options)
+    _spread_over_dask(options)
+    pipeline = beam.Pipeline(options=options)
+    _ = (
+        pipeline
+        | "Tasks" >> beam.Create(list(tasks))
+        # Spread the (tiny) tasks over the workers; no row data moves here.
+        | "Spread" >> beam.Reshuffle()
+        | "WriteShards" >> beam.Map(run_task)
+    )
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        # Beam's Dask runner leaves its distributed.Client open, which keeps
+        # reconnecting (and logging) after the cluster goes away.
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import socket
 import time
@@ -13,7 +14,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
 
-from tfds_bigarrays._beam import ShardTask, run_task, write_with_beam
+from tfds_bigarrays._beam import ShardTask, receipt_path, run_task, write_with_beam
 from tfds_bigarrays._encoding import RecordCodec
 from tfds_bigarrays._features import to_tfds_features
 from tfds_bigarrays._layout import Layout, write_layout
@@ -194,10 +195,10 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         else:
             _write_locally(tasks, frame_bytes=codec.frame_bytes)
         split_infos = []
+        receipts: dict[str, list[dict[str, Any]]] = {}
         for name, split_tasks in tasks.items():
             lengths = [len(t.rows) for t in split_tasks]
-            for task in split_tasks:
-                _check_written(task, frame_bytes=codec.frame_bytes)
+            receipts[name] = [_check_written(t, frame_bytes=codec.frame_bytes) for t in split_tasks]
             split_infos.append(
                 tfds.core.SplitInfo(
                     name=name,
@@ -207,6 +208,10 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 )
             )
         self.info.set_splits(tfds.core.SplitDict(split_infos))
+        # Temporary files of writers that were killed mid-shard (their task
+        # was retried elsewhere, or this build fails): never part of a dataset.
+        for stray in self.data_path.glob("*.incomplete-*"):
+            stray.unlink()
         spooled = self.data_path / _SPOOL_DIR
         if spooled.exists():  # generator rows: written into shards, not kept
             spooled.rmtree()
@@ -225,6 +230,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                         s.name: {f: src.description for f, src in s.sources.items()}
                         for s in plan.splits.values()
                     },
+                    "shards": receipts,
                 },
             ),
         )
@@ -300,15 +306,27 @@ def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) ->
                 run_task(task, on_block=progress)
 
 
-def _check_written(task: ShardTask, *, frame_bytes: int) -> None:
-    """Every shard must exist with exactly its rows' bytes (Beam workers too)."""
+def _check_written(task: ShardTask, *, frame_bytes: int) -> dict[str, Any]:
+    """Checks a shard against its worker's receipt; returns the receipt.
+
+    Every shard must exist with exactly its rows' bytes and a receipt saying
+    so (Beam workers too: a runner that lost a task fails here, not later at
+    read time). The receipt file is removed; its content goes into the
+    layout's provenance.
+    """
     path = epath.Path(task.path)
+    receipt_file = receipt_path(task.path)
     want = len(task.rows) * frame_bytes
-    if not path.exists() or path.stat().length != want:
+    receipt: dict[str, Any] = {}
+    if receipt_file.exists():
+        receipt = json.loads(receipt_file.read_text())
+        receipt_file.unlink()
+    if not path.exists() or path.stat().length != want or receipt.get("num_bytes") != want:
         raise RuntimeError(
-            f"Shard {task.path} is missing or has the wrong size after writing "
-            f"(want {want} bytes); a worker failed. Run the build again."
+            f"Shard {task.path} is missing, has the wrong size or no receipt "
+            f"after writing (want {want} bytes); a worker failed. Run the build again."
         )
+    return {"file": path.name, **receipt}
 
 
 def _remove_empty_tree(path: epath.Path) -> None:

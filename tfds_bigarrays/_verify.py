@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 
@@ -112,7 +113,11 @@ def describe(directory: epath.PathLike) -> str:
             keys = ", ".join(item.get("featureKey", "?") for item in items)
             lines += ["", f"supervised keys (as_supervised=True): ({keys})"]
         lines += ["", "provenance:"]
-        lines += [f"  {k}: {v}" for k, v in layout.provenance.items()]
+        lines += [f"  {k}: {v}" for k, v in layout.provenance.items() if k != "shards"]
+        for split, receipts in layout.provenance.get("shards", {}).items():
+            workers = collections.Counter(r.get("worker", "?") for r in receipts)
+            written = ", ".join(f"{w} ({n})" for w, n in sorted(workers.items()))
+            lines.append(f"  {split} shards written by: {written}")
         if layout.permute_seed is not None:
             lines.append(f"  stored order: permuted (seed {layout.permute_seed})")
     published = (directory / SHARDS_FILENAME).exists()

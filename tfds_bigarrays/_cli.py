@@ -198,9 +198,11 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
     from tfds_bigarrays._cli_registry import add_parsers as add_registry
+    from tfds_bigarrays._cli_service import add_parser as add_service
     from tfds_bigarrays.gpu._cli import add_parser as add_gpu
 
     add_registry(sub)
+    add_service(sub)
     add_gpu(sub)
     return parser
 

@@ -20,11 +20,44 @@ class ReadOptions:
         environment variable TFDS_BIGARRAYS_MEMORY_BUDGET, else 128 MiB.
       verify_checksums: check every record's CRC32C while reading (as
         `TFRecordDataset` does). Costs CPU on small rows. None: on unless the
-        environment variable TFDS_BIGARRAYS_VERIFY_CHECKSUMS is "0".
+        environment variable TFDS_BIGARRAYS_VERIFY_CHECKSUMS is "0". Not
+        available with `data_service` (the check runs NumPy, which a tf.data
+        service worker cannot run); there every record's frame header and
+        layout are still checked, and `tfds-bigarrays verify` checks CRCs.
+      data_service: address of a tf.data service dispatcher, e.g.
+        "grpc://host:5050": reading and decoding run on its workers, which
+        must see the dataset's files at the same paths; the trainer only
+        rebatches and prefetches. None: the environment variable
+        TFDS_BIGARRAYS_DATA_SERVICE, else read in this process.
+      data_service_mode: "distributed_epoch" (each shard goes to one worker:
+        every example exactly once per epoch while no worker fails) or
+        "parallel_epochs" (each worker reads the whole split, in its own
+        order: each example once per worker).
+      data_service_job: a job name to share: trainers that use the same name
+        share one stream of data (in distributed_epoch mode, split one epoch
+        between them). None: a job of this dataset's own.
     """
 
     memory_budget: int | None = None
     verify_checksums: bool | None = None
+    data_service: str | None = None
+    data_service_mode: str = "distributed_epoch"
+    data_service_job: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.data_service_mode not in _SERVICE_MODES:
+            raise ValueError(
+                f"data_service_mode={self.data_service_mode!r} is not a mode of the "
+                f"tf.data service; use one of {', '.join(map(repr, _SERVICE_MODES))}."
+            )
+        if self.data_service is not None and "://" not in self.data_service:
+            raise ValueError(
+                f"data_service={self.data_service!r} is not a dispatcher address; "
+                "write it with its protocol, e.g. 'grpc://localhost:5050'."
+            )
+
+
+_SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
 
 
 _OPTIONS: contextvars.ContextVar[ReadOptions | None] = contextvars.ContextVar(

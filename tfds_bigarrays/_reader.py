@@ -19,6 +19,7 @@ Stock TFDS still reads the same shards one Example at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -35,10 +36,12 @@ from tfds_bigarrays._options import _OPTIONS, ReadOptions
 
 _ENV_BUDGET = "TFDS_BIGARRAYS_MEMORY_BUDGET"
 _ENV_VERIFY = "TFDS_BIGARRAYS_VERIFY_CHECKSUMS"
+_ENV_SERVICE = "TFDS_BIGARRAYS_DATA_SERVICE"
 _HEADER = 12  # uint64 length + masked crc of it
 
 
-def _resolve(layout: Layout, options: ReadOptions | None) -> tuple[int, bool]:
+def _resolve(layout: Layout, options: ReadOptions | None) -> ReadOptions:
+    """The options in effect: explicit, then the context, then env, then layout."""
     options = options or _OPTIONS.get() or ReadOptions()
     budget = options.memory_budget
     if budget is None and os.environ.get(_ENV_BUDGET):
@@ -51,10 +54,20 @@ def _resolve(layout: Layout, options: ReadOptions | None) -> tuple[int, bool]:
             ) from e
     if budget is None:
         budget = layout.memory_budget
+    service = options.data_service or os.environ.get(_ENV_SERVICE) or None
     verify = options.verify_checksums
+    if verify and service:
+        raise ValueError(
+            f"verify_checksums=True cannot be combined with data_service={service!r}: "
+            "CRCs are checked with NumPy, which tf.data service workers cannot run. "
+            "Check them once with `tfds-bigarrays verify NAME`, and read with "
+            "verify_checksums=None (frame headers and layout are still checked)."
+        )
     if verify is None:
-        verify = os.environ.get(_ENV_VERIFY, "1") != "0"
-    return budget, verify
+        verify = not service and os.environ.get(_ENV_VERIFY, "1") != "0"
+    return dataclasses.replace(
+        options, memory_budget=budget, verify_checksums=verify, data_service=service
+    )
 
 
 def _group_decoder(codec: RecordCodec, *, block_rows: int, verify: bool) -> Callable:
@@ -224,7 +237,8 @@ def as_dataset(
     wants_full = batch_size == -1
     if wants_full:
         batch_size = max(1, num_examples)
-    budget, verify = _resolve(layout, options)
+    options = _resolve(layout, options)
+    budget, verify = int(options.memory_budget or 0), bool(options.verify_checksums)
     batch_rows = batch_size or 256
     plan = _readplan.plan_memory(
         frame_bytes=frame,
@@ -305,6 +319,17 @@ def as_dataset(
                 lambda *group: structure(decode(decode_group(*group))),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
+            )
+        if options.data_service:
+            # Everything above runs on the service's workers (each gets whole
+            # shards in distributed_epoch mode); they send decoded groups.
+            # Rebatching here gives full batches whatever the number of workers.
+            ds = ds.apply(
+                tf.data.experimental.service.distribute(
+                    processing_mode=options.data_service_mode,
+                    service=options.data_service,
+                    job_name=options.data_service_job,
+                )
             )
         ds = ds.rebatch(batch_rows)
         if batch_size:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tfds_bigarrays._builder import ArrayDatasetBuilder
+from tfds_bigarrays._builder import ArrayDatasetBuilder, scratch_dir
 from tfds_bigarrays._plan import (
     DEFAULT_SHARD_BYTES,
     MIN_SHARD_BYTES,
@@ -150,7 +149,11 @@ def build(
         beam_options=beam_options,
         description=description,
     )
-    with tempfile.TemporaryDirectory(prefix="tfds_bigarrays_spool_") as spool_dir:
+    data_dir = os.fspath(data_dir) if data_dir is not None else None
+    target = cls(data_dir=data_dir)
+    _check_not_built(target, overwrite=overwrite)
+    with scratch_dir(epath.Path(target.data_dir_root) / name) as scratch:
+        spool_dir = os.fspath(scratch)
         plan = make_plan(
             splits,
             supervised_keys=supervised_keys,
@@ -163,7 +166,7 @@ def build(
                 register=register_checksums,
             ),
         )
-        return _build(cls, plan, name=name, version=version, data_dir=data_dir, overwrite=overwrite)
+        return _build(cls, plan, data_dir=data_dir, overwrite=overwrite)
 
 
 def _url_fetcher(name: str, *, download_dir: str, checksums_dir, register: bool):
@@ -195,14 +198,18 @@ def _url_fetcher(name: str, *, download_dir: str, checksums_dir, register: bool)
     return fetch
 
 
-def _build(cls, plan, *, name, version, data_dir, overwrite) -> tfds.core.DatasetBuilder:
-    builder = cls(plan=plan, data_dir=os.fspath(data_dir) if data_dir is not None else None)
+def _check_not_built(builder: tfds.core.DatasetBuilder, *, overwrite: bool) -> None:
     if epath.Path(builder.data_path).exists() and not overwrite:
         raise DatasetExistsError(
-            f"{name} version {version} already exists at {builder.data_path}. "
-            "Pass overwrite=True (--overwrite) to rebuild it, or give a new "
-            "version (--version)."
+            f"{builder.name} version {builder.version} already exists at "
+            f"{builder.data_path}. Pass overwrite=True (--overwrite) to rebuild it, "
+            "or give a new version (--version)."
         )
+
+
+def _build(cls, plan, *, data_dir, overwrite) -> tfds.core.DatasetBuilder:
+    builder = cls(plan=plan, data_dir=data_dir)
+    _check_not_built(builder, overwrite=overwrite)
     mode = (
         tfds.download.GenerateMode.FORCE_REDOWNLOAD
         if overwrite

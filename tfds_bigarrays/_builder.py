@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+import psutil
 import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
@@ -160,6 +164,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         check_bytes(self.SHARD_BYTES, what="SHARD_BYTES", minimum=MIN_SHARD_BYTES)
+        # TFDS's `incomplete.*` folder: mark it ours, so that a later build
+        # can remove it if this process dies (see `_remove_abandoned`).
+        _write_owner(self.data_path)
         plan = self._make_plan(dl_manager, download_config)
         features = to_tfds_features(plan.specs)
         if self.info.features is None:
@@ -215,6 +222,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         spooled = self.data_path / _SPOOL_DIR
         if spooled.exists():  # generator rows: written into shards, not kept
             spooled.rmtree()
+        (self.data_path / _OWNER_FILE).unlink(missing_ok=True)
         write_layout(
             self.data_path,
             Layout(
@@ -256,11 +264,28 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         return None
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
-        """As TFDS's, and on failure removes the folders it created."""
+        """As TFDS's; clears abandoned builds first, and on failure removes
+        the folders it created."""
         name_dir = epath.Path(self.data_dir_root) / self.name
         existed = name_dir.exists()
+        if existed:
+            _remove_abandoned(name_dir)
         try:
             super().download_and_prepare(*args, **kwargs)
+        except OSError as e:
+            final = epath.Path(self.data_path)
+            lost_race = isinstance(e, FileExistsError) or e.errno in (errno.ENOTEMPTY, errno.EEXIST)
+            if lost_race and (final / "dataset_info.json").exists():
+                # TFDS renames its incomplete folder into place at the end;
+                # another build of the same version got there first.
+                from tfds_bigarrays._api import DatasetExistsError
+
+                raise DatasetExistsError(
+                    f"{self.name} version {self.version} was finished by another build "
+                    f"while this one ran; it is complete at {final}. Load it, or rebuild "
+                    "with overwrite=True (--overwrite)."
+                ) from e
+            raise
         except BaseException:
             if not existed and name_dir.exists():
                 _remove_empty_tree(name_dir)
@@ -327,6 +352,69 @@ def _check_written(task: ShardTask, *, frame_bytes: int) -> dict[str, Any]:
             f"after writing (want {want} bytes); a worker failed. Run the build again."
         )
     return {"file": path.name, **receipt}
+
+
+_OWNER_FILE = ".tfds_bigarrays_owner.json"
+
+
+def _process_id(pid: int) -> dict[str, Any]:
+    """A process's identity that survives pid reuse: pid plus start time."""
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "started": psutil.Process(pid).create_time(),
+    }
+
+
+def _write_owner(directory: epath.Path) -> None:
+    (directory / _OWNER_FILE).write_text(json.dumps(_process_id(os.getpid())))
+
+
+@contextlib.contextmanager
+def scratch_dir(name_dir: epath.Path) -> Iterator[epath.Path]:
+    """A marked `incomplete.*` folder in the dataset's folder, for spooling.
+
+    Spooled generator rows and downloads stay on the file system the user
+    chose for the dataset (not /tmp), and a build killed while spooling
+    leaves a folder that the next build removes.
+    """
+    created = None  # the topmost folder this creates, removed again if left empty
+    for folder in [name_dir, *name_dir.parents]:
+        if folder.exists():
+            break
+        created = folder
+    if created is None:
+        _remove_abandoned(name_dir)
+    path = name_dir / f"incomplete.spool_{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    _write_owner(path)
+    try:
+        yield path
+    finally:
+        path.rmtree(missing_ok=True)
+        if created is not None and created.exists():
+            _remove_empty_tree(created)
+
+
+def _remove_abandoned(name_dir: epath.Path) -> None:
+    """Removes `incomplete.*` folders whose building process is dead.
+
+    Only folders marked by a build of ours on this host are considered: a
+    folder of a build on another machine, or still running here, is left.
+    """
+    for folder in name_dir.glob("incomplete.*"):
+        try:
+            owner = json.loads((folder / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner.get("host") != socket.gethostname():
+            continue
+        try:
+            alive = _process_id(int(owner["pid"]))["started"] == owner.get("started")
+        except (psutil.Error, KeyError, ValueError):
+            alive = False
+        if not alive:
+            folder.rmtree(missing_ok=True)
 
 
 def _remove_empty_tree(path: epath.Path) -> None:

@@ -329,6 +329,9 @@ def as_dataset(
                     processing_mode=options.data_service_mode,
                     service=options.data_service,
                     job_name=options.data_service_job,
+                    # Arrays of numbers hardly compress; compressing cost the
+                    # workers and the trainer more CPU than the transfer saved.
+                    compression=None,
                 )
             )
         ds = ds.rebatch(batch_rows)

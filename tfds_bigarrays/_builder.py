@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -24,24 +26,41 @@ from tfds_bigarrays._plan import (
     DatasetPlan,
     PlanError,
     check_bytes,
+    check_seed,
     make_plan,
     shard_ranges,
 )
-from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET
+from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
 
 _SPOOL_DIR = "spool.incomplete"
 
 
 def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
-    out = []
-    for features in (splits or {}).values():
+    out: list[str] = []
+    if not isinstance(splits, Mapping):  # refused, with the value, by make_plan
+        return out
+    for features in splits.values():
         if not isinstance(features, Mapping):
             continue
         for value in features.values():
             if isinstance(value, (str, os.PathLike)) and not os.path.isabs(os.fspath(value)):
                 out.append(os.fspath(value))
     return out
+
+
+def _script_dir(cls: type) -> epath.Path | None:
+    """The folder of a builder defined in a script or a top-level module.
+
+    TFDS looks for a builder's metadata (checksums.tsv, README) in the package
+    of its module, and fails obscurely ("'train' is not a package") when the
+    module is not in one. Such a builder gets its file's folder instead.
+    """
+    top = sys.modules.get(cls.__module__.split(".")[0])
+    if top is not None and hasattr(top, "__path__"):
+        return None  # in a package: TFDS finds the folder itself
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    return epath.Path(os.path.dirname(os.path.abspath(file)) if file else os.getcwd())
 
 
 class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # type: ignore[call-arg]
@@ -86,6 +105,10 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "pkg_dir_path" not in cls.__dict__:
+            folder = _script_dir(cls)
+            if folder is not None:
+                cls.pkg_dir_path = folder
         relative = _relative_paths(cls.__dict__.get("SPLITS"))
         if relative and "MANUAL_DOWNLOAD_INSTRUCTIONS" not in cls.__dict__:
             cls.MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -103,11 +126,16 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         # from features.json when loading, unless a plan already knows them.
         features = to_tfds_features(self._plan.specs) if self._plan else None
         keys = self._plan.supervised_keys if self._plan else self.SUPERVISED_KEYS
-        return self.dataset_info_from_configs(
+        info = self.dataset_info_from_configs(
             description=self.DESCRIPTION or (self.__doc__ or "").strip().split("\n")[0],
             features=features,
             supervised_keys=tuple(keys) if keys else None,
         )
+        # TFDS fills the info of a dataset not built yet from its GCS bucket: a
+        # catalog dataset of the same name would lend us its splits, and each
+        # lookup leaves an empty temporary folder. Our datasets are never there.
+        info.initialize_from_bucket = lambda: None  # type: ignore[method-assign]
+        return info
 
     def _split_sources(
         self, dl_manager: tfds.download.DownloadManager
@@ -159,6 +187,8 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         check_bytes(self.SHARD_BYTES, what="SHARD_BYTES", minimum=MIN_SHARD_BYTES)
+        check_bytes(self.READ_MEMORY_BUDGET, what="READ_MEMORY_BUDGET", minimum=MIN_MEMORY_BUDGET)
+        check_seed(self.PERMUTE_SEED, what="PERMUTE_SEED")
         plan = self._make_plan(dl_manager, download_config)
         features = to_tfds_features(plan.specs)
         if self.info.features is None:
@@ -250,7 +280,14 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         return None
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
-        """As TFDS's, and on failure removes the folders it created."""
+        """As TFDS's, and on failure removes the folders it created.
+
+        Never from TFDS's GCS bucket: a dataset of the same name and version
+        there (say `mnist`) would silently replace the user's arrays, and
+        looking it up leaves a temporary folder behind.
+        """
+        config = kwargs.get("download_config") or tfds.download.DownloadConfig()
+        kwargs["download_config"] = dataclasses.replace(config, try_download_gcs=False)
         name_dir = epath.Path(self.data_dir_root) / self.name
         existed = name_dir.exists()
         try:

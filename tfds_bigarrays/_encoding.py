@@ -140,11 +140,10 @@ class RecordCodec:
             out[:, start : start + len(constant)] = constant
         for name, slot in self.slots.items():
             values = np.ascontiguousarray(columns[name], dtype=slot.spec.dtype)
-            if slot.encoding == BYTES:
-                payload = values.reshape(n, -1).view(np.uint8)
-            else:
-                payload = _fixed_varints(values.reshape(n, -1))
-            out[:, slot.start : slot.stop] = payload.reshape(n, -1)
+            # Explicit widths, not -1: a block may have no rows.
+            values = values.reshape(n, slot.spec.num_elements)
+            payload = values.view(np.uint8) if slot.encoding == BYTES else _fixed_varints(values)
+            out[:, slot.start : slot.stop] = payload.reshape(n, slot.stop - slot.start)
         return out
 
     def frame(self, records: np.ndarray) -> bytes:
@@ -159,7 +158,13 @@ class RecordCodec:
 
     def decode(self, records: np.ndarray) -> dict[str, np.ndarray]:
         """Numpy twin of the TensorFlow decoder, for tests and tools."""
-        records = np.asarray(records, np.uint8).reshape(-1, self.record_bytes)
+        records = np.asarray(records, np.uint8)
+        if records.size % self.record_bytes:
+            raise RecordError(
+                f"Got {records.size} bytes of records, not a multiple of the dataset's "
+                f"record length ({self.record_bytes} bytes): truncated or foreign data."
+            )
+        records = records.reshape(-1, self.record_bytes)
         n = records.shape[0]
         for start, constant in self._constants:
             if not np.array_equal(
@@ -176,7 +181,7 @@ class RecordCodec:
             if slot.encoding == BYTES:
                 values = raw.view(slot.spec.dtype)
             else:
-                values = _read_fixed_varints(raw).astype(np.uint32)
+                values = _read_fixed_varints(raw, name=name).astype(np.uint32)
             out[name] = values.reshape((n, *slot.spec.shape))
         return out
 
@@ -227,11 +232,20 @@ def _fixed_varints(values: np.ndarray) -> np.ndarray:
     for i in range(_UINT32_VARINT_WIDTH - 1):
         out[..., i] = ((v >> np.uint64(7 * i)) & np.uint64(0x7F)) | np.uint64(0x80)
     out[..., -1] = v >> np.uint64(28)
-    return out.reshape(values.shape[0], -1)
+    return out.reshape(values.shape[0], values.shape[1] * _UINT32_VARINT_WIDTH)
 
 
-def _read_fixed_varints(raw: np.ndarray) -> np.ndarray:
-    groups = raw.reshape(raw.shape[0], -1, _UINT32_VARINT_WIDTH).astype(np.uint64)
+def _read_fixed_varints(raw: np.ndarray, *, name: str) -> np.ndarray:
+    groups = raw.reshape(raw.shape[0], raw.shape[1] // _UINT32_VARINT_WIDTH, _UINT32_VARINT_WIDTH)
+    # What `_fixed_varints` writes: continuation bits on the first four bytes,
+    # and a last byte of at most 4 bits. Anything else is not our record, and
+    # decoding it anyway would wrap values silently.
+    if not ((groups[..., :-1] & 0x80).all() and (groups[..., -1] < 0x10).all()):
+        raise RecordError(
+            f"Feature {name!r}: malformed fixed-width uint32 varints; the record is "
+            "corrupt or from another dataset."
+        )
+    groups = groups.astype(np.uint64)
     value = np.zeros(groups.shape[:2], np.uint64)
     for i in range(_UINT32_VARINT_WIDTH):
         value |= (groups[..., i] & np.uint64(0x7F)) << np.uint64(7 * i)

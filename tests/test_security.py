@@ -282,3 +282,37 @@ print("values", tfds.as_numpy(ds)["x"].tolist())
         proc = run_cli(command, "faces", "--data-dir", str(data_dir), cwd=neutral)
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert not marker.exists()
+
+
+def test_altered_features_json_cannot_make_tfds_import_a_planted_module(team, tmp_path):
+    """TFDS imports the module features.json names for an unknown feature class.
+
+    Run from the dataset folder (`python -c`, a notebook), that folder is on
+    sys.path, so stock TFDS would execute a module planted there; with
+    tfds_bigarrays imported, loading one of our datasets refuses instead.
+    """
+    marker = tmp_path / "EXECUTED"
+    version_dir = team["built"]
+    (version_dir / "planted_feature.py").write_text(_PLANT.format(marker=str(marker)))
+    features = version_dir / "features.json"
+    features.write_text(
+        features.read_text().replace(
+            "tensorflow_datasets.core.features.tensor_feature.Tensor", "planted_feature.Tensor"
+        )
+    )
+    load = f"""
+import tensorflow_datasets as tfds
+try:
+    tfds.load("faces", data_dir={str(version_dir.parent.parent)!r}, split="train")
+except ValueError as e:
+    print("refused:", e)
+"""
+    stock = run_python(load, cwd=version_dir)
+    assert stock.returncode == 0, stock.stderr[-2000:]
+    assert marker.exists(), "the planted module is not live; the test proves nothing"
+    marker.unlink()
+    ours = run_python("import tfds_bigarrays\n" + load, cwd=version_dir)
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    assert "refused: features.json names the feature class 'planted_feature.Tensor'" in ours.stdout
+    assert "Rebuild the dataset or restore features.json" in ours.stdout
+    assert not marker.exists()

@@ -17,11 +17,10 @@ for level 1, a fifth of it for level 2. For a longer run, raise it, e.g.
 `TFDS_BIGARRAYS_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz.py`, or run the
 coverage-guided harness `benchmarks/fuzz_decode.py` (atheris).
 
-Known limit, by design of `crc_errors` (see its docstring): identical
-corruptions of an even number of records at the same offsets cancel in its
-XOR fold. Only non-contiguous damage can do that (contiguous damage spanning
-two records also hits the frame header between them, which is checked on
-every row), so level 1 mutates `crc_errors` input with one contiguous change.
+`crc_errors` used to XOR-fold a group of records, and identical damage to an
+even number of records cancelled out in the fold; it now checks one CRC of
+the group end to end, and `test_identical_damage_to_two_records_is_caught`
+pins that.
 """
 
 from __future__ import annotations
@@ -39,7 +38,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tfds_bigarrays as tb
-from tfds_bigarrays._encoding import RecordCodec, RecordError, crc_errors, unframe
+from tfds_bigarrays._encoding import (
+    RecordCodec,
+    RecordError,
+    crc_errors,
+    crc_of_concatenation,
+    unframe,
+)
+from tfds_bigarrays._layout import read_layout
 from tfds_bigarrays._spec import SUPPORTED_DTYPES, FeatureSpec
 
 EXAMPLES = int(os.environ.get("TFDS_BIGARRAYS_FUZZ_EXAMPLES", "50"))
@@ -71,12 +77,13 @@ def _frame(record: bytes) -> bytes:
 
 
 @st.composite
-def mutations(draw, *, contiguous_only: bool = False):
+def mutations(draw, *, same_length: bool = False):
     """A function bytes -> bytes that damages its input in one of several ways."""
-    kinds = ["flip", "zero", "overwrite"]
-    if not contiguous_only:
-        kinds += ["truncate", "append", "insert", "delete", "two_flips"]
+    kinds = ["flip", "zero", "overwrite", "two_flips", "same_flip_in_two_records"]
+    if not same_length:
+        kinds += ["truncate", "append", "insert", "delete"]
     kind = draw(st.sampled_from(kinds))
+    stride = draw(st.integers(1, 8))  # records apart, for same_flip_in_two_records
     a = draw(st.floats(0, 1, exclude_max=True))
     b = draw(st.floats(0, 1, exclude_max=True))
     xor = draw(st.integers(1, 255))
@@ -91,6 +98,13 @@ def mutations(draw, *, contiguous_only: bool = False):
         elif kind == "two_flips":
             out[i] ^= xor
             out[j] ^= draw_xor2
+        elif kind == "same_flip_in_two_records":
+            # The pattern an XOR-fold of records cannot see; `record` is set
+            # by the caller when it knows the frame length.
+            step = stride * getattr(mutate, "record", len(out))
+            out[i] ^= xor
+            if i + step < len(out):
+                out[i + step] ^= xor
         elif kind == "zero":
             out[i : i + span] = bytes(len(out[i : i + span]))
         elif kind == "overwrite":
@@ -191,10 +205,11 @@ def test_decode_of_random_records_errs_or_has_the_layout(block, data):
 
 
 @FAST
-@given(block=blocks(), mutate=mutations(contiguous_only=True))
-def test_crc_errors_and_header_check_catch_any_contiguous_damage(block, mutate):
+@given(block=blocks(), mutate=mutations(same_length=True))
+def test_crc_errors_and_header_check_catch_any_damage(block, mutate):
     codec, columns = block
     framed = codec.frame(codec.encode(columns))
+    mutate.record = codec.frame_bytes
     damaged = mutate(framed)
     frames = np.frombuffer(damaged, np.uint8).reshape(-1, codec.frame_bytes)
     header_ok = (frames[:, :12] == codec._frame_header).all(axis=1)  # noqa: SLF001
@@ -205,6 +220,36 @@ def test_crc_errors_and_header_check_catch_any_contiguous_damage(block, mutate):
     original = np.frombuffer(framed, np.uint8).reshape(frames.shape)
     changed = np.flatnonzero((frames != original).any(axis=1))
     assert set(bad.tolist()) <= set(changed.tolist())
+
+
+def test_identical_damage_to_two_records_is_caught():
+    codec = RecordCodec({"x": FeatureSpec(dtype=np.dtype("float32"), shape=(4,))})
+    framed = bytearray(codec.frame(codec.encode({"x": np.zeros((64, 4), np.float32)})))
+    for row in (3, 40):  # same byte, same flip, in two records of identical content
+        framed[row * codec.frame_bytes + 30] ^= 0x10
+    frames = np.frombuffer(bytes(framed), np.uint8).reshape(64, codec.frame_bytes)
+    assert crc_errors(frames, codec.record_bytes).tolist() == [3, 40]
+
+
+@FAST
+@given(
+    records=st.integers(0, 40).flatmap(
+        lambda n: st.tuples(
+            st.integers(1, 200).flatmap(
+                lambda length: st.lists(
+                    st.binary(min_size=length, max_size=length), min_size=n, max_size=n
+                )
+            )
+        )
+    )
+)
+def test_crc_of_concatenation_matches_one_crc_over_all(records):
+    (rows,) = records
+    if not rows:
+        assert crc_of_concatenation(np.zeros(0, np.uint32), 1) == google_crc32c.value(b"")
+        return
+    crcs = np.array([google_crc32c.value(r) for r in rows], np.uint32)
+    assert crc_of_concatenation(crcs, len(rows[0])) == google_crc32c.value(b"".join(rows))
 
 
 # --- Level 2: the TensorFlow read path ---------------------------------------------------
@@ -231,6 +276,9 @@ def tiny(tmp_path_factory):
         "shards": shards,
         "columns": columns,
         "work": tmp_path_factory.mktemp("fuzz_copies"),
+        "frame_bytes": read_layout(builder.data_path).codec().frame_bytes,
+        # A byte inside x's values: 12-byte frame header, then the Example.
+        "x_offset": 12 + read_layout(builder.data_path).codec().slots["x"].start + 5,
     }
 
 
@@ -261,6 +309,19 @@ def test_tiny_dataset_reads_back_exactly(tiny):
     assert _same(_read_split(tiny["data_dir"]), tiny["columns"])
 
 
+def test_same_flip_in_two_records_of_a_shard_fails_naming_it(tiny, tmp_path):
+    """Once silently read as wrong values: the XOR fold of CRCs cancelled it."""
+    target = tmp_path / "fuzzed" / tiny["version_dir"].name
+    shutil.copytree(tiny["version_dir"], target)
+    victim = target / tiny["shards"][1]
+    data = bytearray(victim.read_bytes())
+    for row in (0, 2):
+        data[row * tiny["frame_bytes"] + tiny["x_offset"]] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{victim.name}.*CRC32C"):
+        _read_split(tmp_path)
+
+
 @SLOW
 @given(shard=st.integers(0, 10), mutate=mutations())
 def test_damaged_shard_fails_naming_it_or_reads_exactly(tiny, shard, mutate):
@@ -272,6 +333,7 @@ def test_damaged_shard_fails_naming_it_or_reads_exactly(tiny, shard, mutate):
     name = tiny["shards"][shard % len(tiny["shards"])]
     victim = target / name
     original = victim.read_bytes()
+    mutate.record = tiny["frame_bytes"]
     damaged = mutate(original)
     victim.write_bytes(damaged)
     result = _read_with_deadline(copy)

@@ -2,10 +2,11 @@
 
 The longer run behind tests/test_fuzz.py. Each input chooses a record layout
 (1-3 features of any supported dtype and a small shape), rows for it, and a
-mutation of the framed bytes (flip, zero, overwrite, truncate, append,
-insert, delete); `unframe` + `RecordCodec.decode` must then raise
-`RecordError` or return exactly the original values (after a count check,
-which every reader makes). Raw fuzzer bytes also go straight to `unframe` and
+mutation of the framed bytes (flip, zero, overwrite, the same flip in two
+records, truncate, append, insert, delete); `unframe` + `RecordCodec.decode`
+must then raise `RecordError` or return exactly the original values (after a
+count check, which every reader makes), and the tf.data reader's group check
+(frame headers, then `crc_errors`) must flag any same-length damage. Raw fuzzer bytes also go straight to `unframe` and
 `decode`. Any other exception, or a wrong value, stops the run with a
 non-zero exit and the crashing input saved by libFuzzer.
 
@@ -29,11 +30,21 @@ import atheris
 with atheris.instrument_imports():
     import numpy as np
 
-    from tfds_bigarrays._encoding import RecordCodec, RecordError, unframe
+    from tfds_bigarrays._encoding import RecordCodec, RecordError, crc_errors, unframe
     from tfds_bigarrays._spec import SUPPORTED_DTYPES, FeatureSpec
 
 _NAMES = "abcdxyz"
-_KINDS = ("flip", "zero", "overwrite", "truncate", "append", "insert", "delete", "none")
+_KINDS = (
+    "flip",
+    "zero",
+    "overwrite",
+    "same_flip_in_two_records",
+    "truncate",
+    "append",
+    "insert",
+    "delete",
+    "none",
+)
 _count = 0
 _start = time.perf_counter()
 
@@ -60,12 +71,18 @@ def _columns(fdp: atheris.FuzzedDataProvider, codec: RecordCodec, rows: int) -> 
     return out
 
 
-def _mutate(fdp: atheris.FuzzedDataProvider, data: bytes) -> bytes:
+def _mutate(fdp: atheris.FuzzedDataProvider, data: bytes, *, record: int) -> bytes:
     out = bytearray(data)
     kind = _KINDS[fdp.ConsumeIntInRange(0, len(_KINDS) - 1)]
     i = fdp.ConsumeIntInRange(0, max(0, len(out) - 1))
     if kind == "flip" and out:
         out[i] ^= fdp.ConsumeIntInRange(1, 255)
+    elif kind == "same_flip_in_two_records" and out:
+        xor = fdp.ConsumeIntInRange(1, 255)
+        j = i + record * fdp.ConsumeIntInRange(1, 5)
+        out[i] ^= xor
+        if j < len(out):
+            out[j] ^= xor
     elif kind == "zero":
         span = fdp.ConsumeIntInRange(1, 64)
         out[i : i + span] = bytes(len(out[i : i + span]))
@@ -99,7 +116,7 @@ def test_one_input(data: bytes) -> None:
     rows = fdp.ConsumeIntInRange(1, 6)
     columns = _columns(fdp, codec, rows)
     framed = codec.frame(codec.encode(columns))
-    damaged = _mutate(fdp, framed)
+    damaged = _mutate(fdp, framed, record=codec.frame_bytes)
     try:
         records = unframe(damaged)
         got = codec.decode(np.frombuffer(b"".join(records), np.uint8))
@@ -109,6 +126,13 @@ def test_one_input(data: bytes) -> None:
         if len(records) == rows:
             if damaged != framed or not _same(got, columns):
                 raise AssertionError(f"damage went unnoticed: {damaged!r} vs {framed!r}")
+    if len(damaged) == len(framed):
+        # The reader's checks of a group of frames: headers, then crc_errors.
+        frames = np.frombuffer(damaged, np.uint8).reshape(rows, codec.frame_bytes)
+        headers_ok = (frames[:, :12] == codec._frame_header).all()  # noqa: SLF001
+        bad = crc_errors(frames, codec.record_bytes)
+        if headers_ok and bad.size == 0 and damaged != framed:
+            raise AssertionError(f"crc_errors missed damage: {damaged!r} vs {framed!r}")
     # The rest of the input, raw, into both functions.
     rest = fdp.ConsumeBytes(fdp.remaining_bytes())
     try:

@@ -17,6 +17,7 @@ import ast
 import json
 import pathlib
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -180,6 +181,15 @@ def test_build_and_cli_refuse_escaping_names(tmp_path, name, capsys):
     argv = ["build", name, "--data-dir", str(root / "data"), "--split", f"train:x={tmp_path}/x.npy"]
     assert main(argv) == 2
     assert "not a valid dataset name" in capsys.readouterr().err
+    # A declarative builder whose `name` says so (it once wrote beside data_dir).
+    body = {"name": name, "SPLITS": {"train": {"x": x}}, "__module__": __name__}
+    with pytest.raises(tb.PlanError, match="not a valid dataset name"):
+        types.new_class(
+            "Escaping",
+            (tb.ArrayDatasetBuilder,),
+            {"skip_registration": True},
+            lambda ns: ns.update(body),
+        )
     assert _tree(tmp_path) == before
     assert not pathlib.Path("/tmp/escaped").exists()
 

@@ -26,6 +26,7 @@ from tfds_bigarrays._plan import (
     DatasetPlan,
     PlanError,
     check_bytes,
+    check_dataset_name,
     check_seed,
     make_plan,
     shard_ranges,
@@ -104,6 +105,10 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     DESCRIPTION: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "name" in cls.__dict__:
+            # TFDS derives a valid name from the class name (just below); a
+            # written one becomes a folder under data_dir: '../x' must not pass.
+            check_dataset_name(cls.__dict__["name"])
         super().__init_subclass__(**kwargs)
         if "pkg_dir_path" not in cls.__dict__:
             folder = _script_dir(cls)
@@ -288,13 +293,16 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         """
         config = kwargs.get("download_config") or tfds.download.DownloadConfig()
         kwargs["download_config"] = dataclasses.replace(config, try_download_gcs=False)
-        name_dir = epath.Path(self.data_dir_root) / self.name
-        existed = name_dir.exists()
+        root = epath.Path(self.data_dir_root)
+        downloads = epath.Path(kwargs.get("download_dir") or root / "downloads")
+        # Innermost first, so that emptied parents can go too.
+        created = [d for d in (root / self.name, downloads, root) if not d.exists()]
         try:
             super().download_and_prepare(*args, **kwargs)
         except BaseException:
-            if not existed and name_dir.exists():
-                _remove_empty_tree(name_dir)
+            for folder in created:
+                if folder.exists():
+                    _remove_empty_tree(folder)
             raise
 
     def _build_single_dataset(

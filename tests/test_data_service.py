@@ -169,3 +169,25 @@ def test_cli_rejects_a_bad_dispatcher_address():
         timeout=60,
     )
     assert proc.returncode == 2 and "--dispatcher 'nowhere' is not HOST:PORT" in proc.stderr
+
+
+def test_seeded_reads_through_the_service_differ_by_epoch(served):
+    """Service workers build the pipeline anew each epoch: with fixed seeds
+    (a global seed, or shuffle_seed) epochs must still differ. (Orders are
+    not reproducible run to run through the service: in distributed_epoch
+    mode a shard goes to whichever worker asks first.)"""
+    import tensorflow as tf
+
+    address, data_dir, _, _ = served
+
+    def two_epochs(**kwargs):
+        ds = _load(data_dir, address, batch_size=1000, shuffle_files=True, **kwargs)
+        return [np.concatenate([b["x"][:, 0] for b in tfds.as_numpy(ds)]) for _ in range(2)]
+
+    tf.random.set_seed(0)  # as keras.utils.set_random_seed does
+    first, second = two_epochs()
+    assert not np.array_equal(first, second)
+    seeded = two_epochs(read_config=tfds.ReadConfig(shuffle_seed=7))
+    assert not np.array_equal(seeded[0], seeded[1])
+    for epoch in [first, second, *seeded]:
+        assert np.array_equal(np.sort(epoch), np.arange(N) * 3)

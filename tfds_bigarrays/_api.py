@@ -18,6 +18,7 @@ from tfds_bigarrays._plan import (
     PlanError,
     check_bytes,
     check_dataset_name,
+    check_seed,
     make_plan,
 )
 from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
@@ -35,12 +36,31 @@ def _check_version(version: Any) -> str:
     return text
 
 
-def _check_seed(value: Any) -> int | None:
-    if value is None:
+def _check_flag(value: Any, *, what: str, allow_none: bool = False) -> bool | None:
+    # A truthy string such as "no" must not switch on a rebuild or Beam.
+    if isinstance(value, bool) or (allow_none and value is None):
+        return value
+    hint = "True, False or None" if allow_none else "True or False"
+    raise PlanError(f"{what}={value!r} must be {hint}.")
+
+
+def _check_data_dir(data_dir: Any) -> str | None:
+    if data_dir is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        raise PlanError(f"permute_seed={value!r} must be None or an int in [0, 2**63).")
-    return value
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise PlanError(
+            f"data_dir={data_dir!r} (type {type(data_dir).__name__}) must be a path "
+            "(str or os.PathLike), or None for TFDS's default."
+        )
+    text = os.fspath(data_dir)
+    if not isinstance(text, str) or not text or "\0" in text:
+        raise PlanError(f"data_dir={data_dir!r} is not a usable directory path.")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise PlanError(
+            f"data_dir={text!r} is a file, not a directory. Give the TFDS data "
+            "directory that datasets are built into."
+        )
+    return text
 
 
 def builder_class(
@@ -61,6 +81,8 @@ def builder_class(
     """
     check_dataset_name(name)
     version = _check_version(version)
+    if description is not None and not isinstance(description, str):
+        raise PlanError(f"description={description!r} must be a string or None.")
     attrs = {
         "name": name,
         "VERSION": tfds.core.Version(version),
@@ -69,8 +91,8 @@ def builder_class(
         "READ_MEMORY_BUDGET": check_bytes(
             memory_budget, what="memory_budget", minimum=MIN_MEMORY_BUDGET
         ),
-        "PERMUTE_SEED": _check_seed(permute_seed),
-        "BEAM": beam,
+        "PERMUTE_SEED": check_seed(permute_seed),
+        "BEAM": _check_flag(beam, what="beam", allow_none=True),
         "BEAM_OPTIONS": beam_options,
         "DESCRIPTION": description or f"Arrays converted by tfds-bigarrays into {name}.",
         "__module__": __name__,
@@ -139,6 +161,9 @@ def build(
       PlanError, SourceError, SpecError: bad input, named.
       DatasetExistsError: the version exists and `overwrite` is False.
     """
+    data_dir = _check_data_dir(data_dir)
+    overwrite = bool(_check_flag(overwrite, what="overwrite"))
+    register_checksums = bool(_check_flag(register_checksums, what="register_checksums"))
     cls = builder_class(
         name,
         version=version,

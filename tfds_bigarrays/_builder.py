@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import errno
 import json
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -29,24 +31,42 @@ from tfds_bigarrays._plan import (
     DatasetPlan,
     PlanError,
     check_bytes,
+    check_dataset_name,
+    check_seed,
     make_plan,
     shard_ranges,
 )
-from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET
+from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
 
 _SPOOL_DIR = "spool.incomplete"
 
 
 def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
-    out = []
-    for features in (splits or {}).values():
+    out: list[str] = []
+    if not isinstance(splits, Mapping):  # refused, with the value, by make_plan
+        return out
+    for features in splits.values():
         if not isinstance(features, Mapping):
             continue
         for value in features.values():
             if isinstance(value, (str, os.PathLike)) and not os.path.isabs(os.fspath(value)):
                 out.append(os.fspath(value))
     return out
+
+
+def _script_dir(cls: type) -> epath.Path | None:
+    """The folder of a builder defined in a script or a top-level module.
+
+    TFDS looks for a builder's metadata (checksums.tsv, README) in the package
+    of its module, and fails obscurely ("'train' is not a package") when the
+    module is not in one. Such a builder gets its file's folder instead.
+    """
+    top = sys.modules.get(cls.__module__.split(".")[0])
+    if top is not None and hasattr(top, "__path__"):
+        return None  # in a package: TFDS finds the folder itself
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    return epath.Path(os.path.dirname(os.path.abspath(file)) if file else os.getcwd())
 
 
 class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # type: ignore[call-arg]
@@ -90,7 +110,15 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     DESCRIPTION: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "name" in cls.__dict__:
+            # TFDS derives a valid name from the class name (just below); a
+            # written one becomes a folder under data_dir: '../x' must not pass.
+            check_dataset_name(cls.__dict__["name"])
         super().__init_subclass__(**kwargs)
+        if "pkg_dir_path" not in cls.__dict__:
+            folder = _script_dir(cls)
+            if folder is not None:
+                cls.pkg_dir_path = folder
         relative = _relative_paths(cls.__dict__.get("SPLITS"))
         if relative and "MANUAL_DOWNLOAD_INSTRUCTIONS" not in cls.__dict__:
             cls.MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -108,11 +136,16 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         # from features.json when loading, unless a plan already knows them.
         features = to_tfds_features(self._plan.specs) if self._plan else None
         keys = self._plan.supervised_keys if self._plan else self.SUPERVISED_KEYS
-        return self.dataset_info_from_configs(
+        info = self.dataset_info_from_configs(
             description=self.DESCRIPTION or (self.__doc__ or "").strip().split("\n")[0],
             features=features,
             supervised_keys=tuple(keys) if keys else None,
         )
+        # TFDS fills the info of a dataset not built yet from its GCS bucket: a
+        # catalog dataset of the same name would lend us its splits, and each
+        # lookup leaves an empty temporary folder. Our datasets are never there.
+        info.initialize_from_bucket = lambda: None  # type: ignore[method-assign]
+        return info
 
     def _split_sources(
         self, dl_manager: tfds.download.DownloadManager
@@ -164,6 +197,8 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         check_bytes(self.SHARD_BYTES, what="SHARD_BYTES", minimum=MIN_SHARD_BYTES)
+        check_bytes(self.READ_MEMORY_BUDGET, what="READ_MEMORY_BUDGET", minimum=MIN_MEMORY_BUDGET)
+        check_seed(self.PERMUTE_SEED, what="PERMUTE_SEED")
         # TFDS's `incomplete.*` folder: mark it ours, so that a later build
         # can remove it if this process dies (see `_remove_abandoned`).
         _write_owner(self.data_path)
@@ -265,16 +300,30 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         """As TFDS's; clears abandoned builds first, and on failure removes
-        the folders it created."""
-        name_dir = epath.Path(self.data_dir_root) / self.name
-        existed = name_dir.exists()
-        if existed:
-            _remove_abandoned(name_dir)
+        the folders it created.
+
+        Never from TFDS's GCS bucket: a dataset of the same name and version
+        there (say `mnist`) would silently replace the user's arrays, and
+        looking it up leaves a temporary folder behind.
+        """
+        config = kwargs.get("download_config") or tfds.download.DownloadConfig()
+        kwargs["download_config"] = dataclasses.replace(config, try_download_gcs=False)
+        root = epath.Path(self.data_dir_root)
+        downloads = epath.Path(kwargs.get("download_dir") or root / "downloads")
+        # Innermost first, so that emptied parents can go too.
+        created = [d for d in (root / self.name, downloads, root) if not d.exists()]
+        if (root / self.name).exists():
+            _remove_abandoned(root / self.name)
         try:
             super().download_and_prepare(*args, **kwargs)
-        except OSError as e:
+        except BaseException as e:
+            for folder in created:
+                if folder.exists():
+                    _remove_empty_tree(folder)
             final = epath.Path(self.data_path)
-            lost_race = isinstance(e, FileExistsError) or e.errno in (errno.ENOTEMPTY, errno.EEXIST)
+            lost_race = isinstance(e, FileExistsError) or (
+                isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST)
+            )
             if lost_race and (final / "dataset_info.json").exists():
                 # TFDS renames its incomplete folder into place at the end;
                 # another build of the same version got there first.
@@ -285,10 +334,6 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                     f"while this one ran; it is complete at {final}. Load it, or rebuild "
                     "with overwrite=True (--overwrite)."
                 ) from e
-            raise
-        except BaseException:
-            if not existed and name_dir.exists():
-                _remove_empty_tree(name_dir)
             raise
 
     def _build_single_dataset(

@@ -195,7 +195,8 @@ def make_parser() -> argparse.ArgumentParser:
         prog="tfds-bigarrays",
         description="NumPy arrays bigger than RAM as TensorFlow Datasets.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Not dest="command": `gpu run` has a positional of that name (the command to run).
+    sub = parser.add_subparsers(dest="subcommand", required=True)
     _add_build(sub)
     from tfds_bigarrays._cli_registry import add_parsers as add_registry
     from tfds_bigarrays._cli_service import add_parser as add_service
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RegistryError,
         FileExistsError,
     ) as e:
-        print(f"tfds-bigarrays {args.command}: error: {e}", file=sys.stderr)
+        print(f"tfds-bigarrays {args.subcommand}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -22,7 +22,7 @@ def _latest(root: epath.Path, name: str) -> epath.Path:
 
     versions = (
         sorted(
-            (v for v in (root / name).iterdir() if _VERSION.match(v.name)),
+            (v for v in (root / name).iterdir() if _VERSION.fullmatch(v.name)),
             key=lambda v: tuple(int(p) for p in v.name.split(".")),
         )
         if (root / name).exists()

@@ -18,7 +18,8 @@ of one uint8 matrix: no per-row Python, no TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 
 import google_crc32c
 import numpy as np
@@ -140,11 +141,10 @@ class RecordCodec:
             out[:, start : start + len(constant)] = constant
         for name, slot in self.slots.items():
             values = np.ascontiguousarray(columns[name], dtype=slot.spec.dtype)
-            if slot.encoding == BYTES:
-                payload = values.reshape(n, -1).view(np.uint8)
-            else:
-                payload = _fixed_varints(values.reshape(n, -1))
-            out[:, slot.start : slot.stop] = payload.reshape(n, -1)
+            # Explicit widths, not -1: a block may have no rows.
+            values = values.reshape(n, slot.spec.num_elements)
+            payload = values.view(np.uint8) if slot.encoding == BYTES else _fixed_varints(values)
+            out[:, slot.start : slot.stop] = payload.reshape(n, slot.stop - slot.start)
         return out
 
     def frame(self, records: np.ndarray) -> bytes:
@@ -159,7 +159,13 @@ class RecordCodec:
 
     def decode(self, records: np.ndarray) -> dict[str, np.ndarray]:
         """Numpy twin of the TensorFlow decoder, for tests and tools."""
-        records = np.asarray(records, np.uint8).reshape(-1, self.record_bytes)
+        records = np.asarray(records, np.uint8)
+        if records.size % self.record_bytes:
+            raise RecordError(
+                f"Got {records.size} bytes of records, not a multiple of the dataset's "
+                f"record length ({self.record_bytes} bytes): truncated or foreign data."
+            )
+        records = records.reshape(-1, self.record_bytes)
         n = records.shape[0]
         for start, constant in self._constants:
             if not np.array_equal(
@@ -176,7 +182,7 @@ class RecordCodec:
             if slot.encoding == BYTES:
                 values = raw.view(slot.spec.dtype)
             else:
-                values = _read_fixed_varints(raw).astype(np.uint32)
+                values = _read_fixed_varints(raw, name=name).astype(np.uint32)
             out[name] = values.reshape((n, *slot.spec.shape))
         return out
 
@@ -227,11 +233,20 @@ def _fixed_varints(values: np.ndarray) -> np.ndarray:
     for i in range(_UINT32_VARINT_WIDTH - 1):
         out[..., i] = ((v >> np.uint64(7 * i)) & np.uint64(0x7F)) | np.uint64(0x80)
     out[..., -1] = v >> np.uint64(28)
-    return out.reshape(values.shape[0], -1)
+    return out.reshape(values.shape[0], values.shape[1] * _UINT32_VARINT_WIDTH)
 
 
-def _read_fixed_varints(raw: np.ndarray) -> np.ndarray:
-    groups = raw.reshape(raw.shape[0], -1, _UINT32_VARINT_WIDTH).astype(np.uint64)
+def _read_fixed_varints(raw: np.ndarray, *, name: str) -> np.ndarray:
+    groups = raw.reshape(raw.shape[0], raw.shape[1] // _UINT32_VARINT_WIDTH, _UINT32_VARINT_WIDTH)
+    # What `_fixed_varints` writes: continuation bits on the first four bytes,
+    # and a last byte of at most 4 bits. Anything else is not our record, and
+    # decoding it anyway would wrap values silently.
+    if not ((groups[..., :-1] & 0x80).all() and (groups[..., -1] < 0x10).all()):
+        raise RecordError(
+            f"Feature {name!r}: malformed fixed-width uint32 varints; the record is "
+            "corrupt or from another dataset."
+        )
+    groups = groups.astype(np.uint64)
     value = np.zeros(groups.shape[:2], np.uint64)
     for i in range(_UINT32_VARINT_WIDTH):
         value |= (groups[..., i] & np.uint64(0x7F)) << np.uint64(7 * i)
@@ -251,8 +266,9 @@ def _masked_crc(data: bytes) -> np.ndarray:
 
 
 _HEADER_BYTES = 12
-# Above this record size, hardware CRC per record beats XOR-folding the group.
-_FOLD_MAX_RECORD = 1024
+# Above this record size, hardware CRC per record beats checking the group at once.
+_GROUP_MAX_RECORD = 1024
+_CRC32C_POLY = 0x82F63B78  # Castagnoli polynomial, bit-reflected
 
 
 def _unmask(masked: np.ndarray) -> np.ndarray:
@@ -260,17 +276,79 @@ def _unmask(masked: np.ndarray) -> np.ndarray:
     return ((rot << np.uint32(15)) | (rot >> np.uint32(17))).astype(np.uint32)
 
 
+def _gf2_times(matrix: Sequence[int], vector: int) -> int:
+    out, i = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return out
+
+
+@functools.lru_cache(maxsize=128)
+def _zeros_operator(nbytes: int) -> np.ndarray:
+    """Lookup tables of the GF(2)-linear map taking crc(A) to the register after
+    A is followed by `nbytes` zero bytes (zlib's crc32_combine): `(4, 256)`
+    uint32, the map's image of each value of each byte of the register."""
+    power = [_CRC32C_POLY] + [1 << i for i in range(31)]  # one zero bit
+    columns = [1 << i for i in range(32)]
+    bits = nbytes * 8
+    while bits:
+        if bits & 1:
+            columns = [_gf2_times(power, column) for column in columns]
+        bits >>= 1
+        if bits:
+            power = [_gf2_times(power, column) for column in power]
+    byte_values = np.arange(256, dtype=np.uint32)
+    tables = np.zeros((4, 256), np.uint32)
+    for k in range(4):
+        for j in range(8):
+            has_bit = (byte_values >> np.uint32(j)) & np.uint32(1)
+            tables[k] ^= np.where(has_bit, np.uint32(columns[8 * k + j]), np.uint32(0))
+    return tables
+
+
+def _apply(tables: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    octets = np.ascontiguousarray(vectors, "<u4").view(np.uint8).reshape(-1, 4)
+    out = tables[0][octets[:, 0]]
+    for k in range(1, 4):
+        out ^= tables[k][octets[:, k]]
+    return out
+
+
+def crc_of_concatenation(crcs: np.ndarray, record_bytes: int) -> int:
+    """CRC32C of records laid end to end, from each record's own CRC32C.
+
+    crc(A + B) = Z(crc(A)) ^ crc(B), with Z the linear map "append len(B)
+    zero bytes"; pairs are combined level by level, vectorized over the
+    group, so the cost is a few dozen numpy calls per doubling.
+    """
+    values = np.asarray(crcs, np.uint32)
+    if values.size == 0:
+        return 0  # the CRC32C of no bytes
+    segment = record_bytes
+    while values.size > 1:
+        if values.size % 2:
+            # The CRC of an empty message is 0 and combines as a no-op; only
+            # the leftmost segment may be short, and its length never matters.
+            values = np.concatenate([np.zeros(1, np.uint32), values])
+        values = _apply(_zeros_operator(segment), values[0::2]) ^ values[1::2]
+        segment *= 2
+    return int(values[0])
+
+
 def crc_errors(frames: np.ndarray, record_bytes: int) -> np.ndarray:
     """Rows of a `(n, frame_bytes)` uint8 matrix of TFRecord frames whose data
     CRC32C does not match.
 
     For small records, checking each one from Python costs more than reading
-    it. CRC32C is affine over GF(2): for equal-length messages,
-    XOR_i crc(m_i) == crc(XOR_i m_i) ^ (crc(zeros) if n is even). So one
-    vectorized XOR-fold and one CRC check the whole group; only a group that
-    fails is checked record by record to name the bad rows. (Identical
-    corruptions of an even number of records cancel out in the fold; any
-    single corrupted record is always caught.)
+    it. Instead one hardware CRC runs over the group's records end to end and
+    is compared with the CRC their stored CRCs combine to
+    (`crc_of_concatenation`): as strong as a CRC32C over the whole group, so
+    any damage of up to 32 consecutive bits, in one record or several, is
+    caught, and no two damaged records cancel out. Only a group that fails is
+    checked record by record to name the bad rows.
     """
     n = frames.shape[0]
     if n == 0:
@@ -279,13 +357,8 @@ def crc_errors(frames: np.ndarray, record_bytes: int) -> np.ndarray:
     stored = _unmask(
         np.ascontiguousarray(frames[:, _HEADER_BYTES + record_bytes :]).view("<u4").ravel()
     )
-    if record_bytes <= _FOLD_MAX_RECORD:
-        folded = np.bitwise_xor.reduce(data, axis=0)
-        expected = int(np.bitwise_xor.reduce(stored))
-        got = google_crc32c.value(folded.tobytes())
-        if n % 2 == 0:
-            got ^= google_crc32c.value(bytes(record_bytes))
-        if got == expected:
+    if record_bytes <= _GROUP_MAX_RECORD:
+        if google_crc32c.value(data.tobytes()) == crc_of_concatenation(stored, record_bytes):
             return np.zeros(0, np.int64)
     bad = [i for i in range(n) if google_crc32c.value(data[i].tobytes()) != stored[i]]
     return np.asarray(bad, np.int64)

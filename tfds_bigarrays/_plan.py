@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tfds_bigarrays._encoding import RecordCodec
 from tfds_bigarrays._generator import GeneratorSplit, spool
 from tfds_bigarrays._sources import ArraySource, open_source
 from tfds_bigarrays._spec import FeatureSpec, check_feature_name
@@ -19,6 +20,9 @@ MiB = 1 << 20
 DEFAULT_SHARD_BYTES = 128 * MiB
 MIN_SHARD_BYTES = 1 << 10
 DEFAULT_BLOCK_BYTES = 8 * MiB
+# A serialized tf.train.Example must stay below protobuf's 2 GiB message limit,
+# or neither TensorFlow nor stock TFDS can parse it.
+MAX_RECORD_BYTES = (1 << 31) - 1
 
 _DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -30,7 +34,7 @@ class PlanError(ValueError):
 
 def check_dataset_name(name: Any) -> str:
     """Returns `name` if it is a valid TFDS dataset name, else raises PlanError."""
-    if not isinstance(name, str) or not _DATASET_NAME.match(name):
+    if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
         suggestion = ""
         if isinstance(name, str):
             cleaned = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
@@ -49,6 +53,15 @@ def check_bytes(value: Any, *, what: str, minimum: int) -> int:
     """Returns `value` if it is an int number of bytes >= `minimum`, else raises."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise PlanError(f"{what}={value!r} must be an int >= {minimum} (bytes).")
+    return value
+
+
+def check_seed(value: Any, *, what: str = "permute_seed") -> int | None:
+    """Returns `value` if it is None or an int in [0, 2**63), else raises PlanError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise PlanError(f"{what}={value!r} must be None or an int in [0, 2**63).")
     return value
 
 
@@ -137,7 +150,7 @@ def make_plan(
     specs: dict[str, FeatureSpec] | None = None
     first_split = None
     for split, features in splits.items():
-        if not isinstance(split, str) or not _SPLIT_NAME.match(split) or split == "all":
+        if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split) or split == "all":
             raise PlanError(
                 f"split name {split!r} is not valid: use letters, digits and '_' "
                 "(for example 'train' or 'validation'; 'all' is reserved)."
@@ -191,8 +204,21 @@ def make_plan(
             )
         plans[split] = SplitPlan(name=split, sources=sources, num_examples=num_examples)
     assert specs is not None
+    record_bytes = RecordCodec(specs).record_bytes
+    if record_bytes > MAX_RECORD_BYTES:
+        sizes = ", ".join(f"{f}: {s} = {s.row_bytes} bytes" for f, s in specs.items())
+        raise PlanError(
+            f"One example would be a record of {record_bytes} bytes ({sizes}), above "
+            f"the {MAX_RECORD_BYTES}-byte limit of a tf.train.Example. Split each row "
+            "into several examples (reshape so the first axis has more rows)."
+        )
     keys = None
     if supervised_keys is not None:
+        if isinstance(supervised_keys, (str, bytes)):
+            raise PlanError(
+                f"supervised_keys={supervised_keys!r} is a string; give two feature "
+                "names (input, target), e.g. ('x', 'y')."
+            )
         keys = tuple(supervised_keys)
         unknown = [k for k in keys if k not in specs]
         if len(keys) != 2 or unknown:

@@ -20,6 +20,7 @@ Stock TFDS still reads the same shards one Example at a time.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -248,14 +249,21 @@ def as_dataset(
         budget=budget,
         shuffle=shuffle_files,
     )
-    seed = read_config.shuffle_seed
     reshuffle = read_config.shuffle_reshuffle_each_iteration
     reshuffle = True if reshuffle is None else reshuffle
 
     parts = _readplan.pieces(reads, frame_bytes=frame, block_rows=plan.block_rows)
 
+    epochs = itertools.count()
+
     def build() -> tf.data.Dataset:
         # Runs TensorFlow ops (and so initializes devices): deferred to first use.
+        # Through the tf.data service, built again for every epoch (see
+        # LazyDataset), with seeds moved on so that epochs differ.
+        epoch = next(epochs)
+        seed = read_config.shuffle_seed
+        if seed is not None and epoch:
+            seed += 1_000_003 * epoch
         files = tf.data.Dataset.from_tensor_slices(
             (
                 tf.constant([p.filename for p in parts], tf.string),
@@ -355,7 +363,11 @@ def as_dataset(
 
     if wants_full:
         return build().get_single_element()
-    return LazyDataset(build, _element_spec(codec, keys, batched=bool(batch_size)))
+    return LazyDataset(
+        build,
+        _element_spec(codec, keys, batched=bool(batch_size)),
+        fresh_per_iteration=bool(options.data_service) and shuffle_files and reshuffle,
+    )
 
 
 _LAYOUT_ATTR = "_tfds_bigarrays_layout"

@@ -54,7 +54,7 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 
 def check_name(name: Any, *, what: str) -> str:
     """Namespaces and dataset names: no '/', '..', spaces, upper case."""
-    if not isinstance(name, str) or not _NAMESPACE.match(name):
+    if not isinstance(name, str) or not _NAMESPACE.fullmatch(name):
         raise RegistryError(
             f"{what}={name!r} is not valid: use lower-case letters, digits and '_', "
             "starting with a letter (no '/', '..' or spaces)."
@@ -89,9 +89,12 @@ class Registry:
                         f'{path}: [{ns}] needs paths = ["/data/dir", ...] (and optionally '
                         'info = "...").'
                     )
-                if not table["paths"] or not all(isinstance(p, str) for p in table["paths"]):
+                if not table["paths"] or not all(
+                    isinstance(p, str) and p and "\0" not in p for p in table["paths"]
+                ):
                     raise RegistryError(
-                        f"{path}: [{ns}] paths must be a non-empty list of strings."
+                        f"{path}: [{ns}] paths={table['paths']!r} must be a non-empty list "
+                        "of non-empty directory paths (strings without NUL)."
                     )
                 if ns in namespaces:
                     raise RegistryError(f"Namespace {ns!r} is defined twice ({path}).")
@@ -123,10 +126,10 @@ class Registry:
             if not root.exists():
                 continue
             for ds in root.iterdir():
-                if not ds.is_dir() or not _NAMESPACE.match(ds.name):
+                if not ds.is_dir() or not _NAMESPACE.fullmatch(ds.name):
                     continue
                 for v in ds.iterdir():
-                    if _VERSION.match(v.name) and (v / "dataset_info.json").exists():
+                    if _VERSION.fullmatch(v.name) and (v / "dataset_info.json").exists():
                         out.setdefault(ds.name, set()).add(v.name)
         return {k: sorted(v, key=_version_key) for k, v in sorted(out.items())}
 
@@ -177,8 +180,17 @@ def publish(source_dir: epath.PathLike, *, registry: Registry, namespace: str) -
     never replaced.
     """
     source = epath.Path(source_dir)
-    info = json.loads((source / "dataset_info.json").read_text())
-    name, version = info["name"], info["version"]
+    info_path = source / "dataset_info.json"
+    info = json.loads(info_path.read_text())
+    # Both become path components under the namespace's root: a tampered
+    # dataset_info.json must not steer the copy outside it.
+    name = check_name(info.get("name"), what=f"name in {info_path}")
+    version = info.get("version")
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise RegistryError(
+            f"version in {info_path}={version!r} is not valid: it must look like '1.0.0'. "
+            "Rebuild the dataset instead of editing dataset_info.json."
+        )
     ns = registry.namespace(namespace)
     target = ns.paths[0] / name / version
     if target.exists():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import math
 import os
 import zipfile
 from collections.abc import Callable, Iterator
@@ -179,7 +180,7 @@ class _MappedRows(_Described):
 
 
 def _check_layout(layout: _RawLayout, *, file_size: int, where: str) -> None:
-    needed = int(np.prod(layout.shape, dtype=np.int64)) * layout.dtype.itemsize
+    needed = math.prod(layout.shape) * layout.dtype.itemsize  # Python ints: no overflow
     if layout.offset + needed > file_size:
         raise SourceError(
             f"{where} is truncated: its header promises shape {layout.shape} "

@@ -7,6 +7,7 @@ reader needs to decode a record without guessing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -72,7 +73,7 @@ class FeatureSpec:
 
     @property
     def num_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # Python ints: no overflow on absurd shapes
 
     @property
     def row_bytes(self) -> int:
@@ -119,7 +120,7 @@ def normalize_dtype(dtype: Any, *, what: str = "dtype") -> np.dtype:
 
 def check_feature_name(name: Any, *, what: str = "feature name") -> str:
     """Returns `name` if it can key a feature, else raises SpecError."""
-    if not isinstance(name, str) or not _FEATURE_NAME.match(name):
+    if not isinstance(name, str) or not _FEATURE_NAME.fullmatch(name):
         raise SpecError(
             f"{what}={name!r} is not valid: use letters, digits and '_', not "
             "starting with a digit (for example 'x' or 'image_2d')."

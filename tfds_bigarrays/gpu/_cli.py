@@ -63,6 +63,11 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"--models {args.models} must be >= 1.")
         commands = commands * (args.models if len(commands) == 1 else 1)
     if args.memory_limit is not None:
+        if args.memory_limit < 1:
+            raise UsageError(
+                f"--memory-limit {args.memory_limit} must be a positive number of MB, "
+                "e.g. 2048 (or leave it out to plan the caps from the card's memory)."
+            )
         cap = args.memory_limit
         print(f"gpu run: {len(commands)} process(es), cap {cap} MB each (given)")
     else:

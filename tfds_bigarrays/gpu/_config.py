@@ -52,7 +52,28 @@ def _check_mb(value: object, *, what: str) -> int:
     return value
 
 
+def _env_devices(text: str) -> list[int]:
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError as e:
+        raise GpuConfigError(
+            f"{ENV_DEVICE}={text!r} must be GPU indices separated by commas, e.g. 0 or 0,1."
+        ) from e
+
+
 def _select(kind: str, devices: Sequence[int] | int | None) -> list[Device]:
+    if devices is not None:
+        # Checked even without a GPU, so a typo fails on the laptop, not on the cluster.
+        wanted = [devices] if isinstance(devices, int) else devices
+        if (
+            isinstance(wanted, (str, bytes))
+            or not isinstance(wanted, Sequence)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in wanted)
+        ):
+            raise GpuConfigError(
+                f"devices={devices!r} must be a device index (int >= 0) or a list of "
+                "them, e.g. 0 or [0, 1]."
+            )
     found = device_api().physical_devices(kind)
     if devices is None or not found:
         return found
@@ -117,10 +138,13 @@ def limit_memory(
         try:
             megabytes = int(text)
         except ValueError as e:
-            raise GpuConfigError(f"{ENV_MEMORY_MB}={text!r} must be a positive int.") from e
+            raise GpuConfigError(
+                f"{ENV_MEMORY_MB}={text!r} must be a positive int (megabytes), e.g. 2048."
+            ) from e
+        megabytes = _check_mb(megabytes, what=ENV_MEMORY_MB)
     megabytes = _check_mb(megabytes, what="megabytes")
     if devices is None and os.environ.get(ENV_DEVICE):
-        devices = [int(i) for i in os.environ[ENV_DEVICE].split(",")]
+        devices = _env_devices(os.environ[ENV_DEVICE])
     setting = f"memory_limit={megabytes}MB"
     chosen = _select("GPU", devices)
     if not chosen:

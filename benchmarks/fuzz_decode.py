@@ -18,6 +18,10 @@ Run (prints the cases done; libFuzzer also reports "Done N runs in S s"):
 
     python benchmarks/fuzz_decode.py -runs=2000000
     python benchmarks/fuzz_decode.py -max_total_time=600
+
+Last run (2026-11-24, the 2-core build machine, atheris 3.0.0): 632,023 cases
+in 601 s with -max_total_time=600, no failure; an earlier 600 s run without
+the crc_errors check did 1,126,715 cases, no failure.
 """
 
 from __future__ import annotations

@@ -739,6 +739,12 @@ CLI_CASES = [
         (r"dataset name='\.\./etc'",),
     ),
     Case(
+        "inspect-version-traversal",
+        lambda f: ["inspect", "faces", "--data-dir", str(f.data), "--version", "../../x"],
+        ValueError,
+        (r"--version '\.\./\.\./x'", "major.minor.patch"),
+    ),
+    Case(
         "ls-registry-missing",
         lambda f: ["ls", "--registry", f"{f.src}/missing.toml"],
         RegistryError,

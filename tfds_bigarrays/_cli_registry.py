@@ -38,6 +38,8 @@ def resolve(args) -> epath.Path:
     from tfds_bigarrays._cli import UsageError
     from tfds_bigarrays._registry import check_name
 
+    if args.version and not _VERSION.fullmatch(args.version):
+        raise UsageError(f"--version {args.version!r} must look like 1.0.0 (major.minor.patch).")
     parts = args.dataset.split(":")
     if len(parts) >= 2:
         version = parts[2] if len(parts) > 2 else args.version

@@ -127,7 +127,7 @@ def _hypothesis_examples(output: str) -> dict[str, int]:
         if header:
             current = header.group(2)
             continue
-        m = re.search(r"- (\d+) passing examples?, (\d+) failing", line)
+        m = re.search(r"- (\d+) passing, (\d+) failing", line)
         if m and current:
             found[current] += int(m.group(1)) + int(m.group(2))
     return dict(found)

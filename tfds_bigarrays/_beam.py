@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -76,7 +77,7 @@ def run_task(task: ShardTask, *, on_block: Callable[[int, int], None] | None = N
         "seconds": round(time.perf_counter() - start, 3),
     }
     final = receipt_path(task.path)
-    tmp = final.parent / f"{final.name}.incomplete-{os.getpid()}"
+    tmp = final.parent / f"{final.name}.incomplete-{uuid.uuid4().hex}"
     tmp.write_text(json.dumps(receipt))
     tmp.rename(final)
     return result

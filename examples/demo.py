@@ -86,6 +86,7 @@ def train(data_dir: str, *, batch_size: int, epochs: int) -> dict:
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
+        shuffle=False,  # the reader already shuffles; Keras cannot shuffle a tf.data.Dataset
         verbose=2,
         callbacks=[
             keras.callbacks.EarlyStopping(

@@ -171,23 +171,46 @@ def test_cli_rejects_a_bad_dispatcher_address():
     assert proc.returncode == 2 and "--dispatcher 'nowhere' is not HOST:PORT" in proc.stderr
 
 
-def test_seeded_reads_through_the_service_differ_by_epoch(served):
-    """Service workers build the pipeline anew each epoch: with fixed seeds
-    (a global seed, or shuffle_seed) epochs must still differ. (Orders are
-    not reproducible run to run through the service: in distributed_epoch
-    mode a shard goes to whichever worker asks first.)"""
+@pytest.fixture(scope="module")
+def one_worker(served, tmp_path_factory):
+    """A service with a single worker: its order is fixed by its seeds alone
+    (with two, worker timing shuffles too and would hide repeated seeds)."""
+    with data_service(tmp_path_factory.mktemp("one_worker"), workers=1) as address:
+        yield address
+
+
+@pytest.mark.parametrize("chained", [False, True], ids=["as-loaded", "with-map"])
+def test_fixed_seeds_do_not_repeat_epochs_through_the_service(served, one_worker, chained):
+    """Service workers instantiate the pipeline anew every epoch: a global seed
+    (as keras.utils.set_random_seed sets) or shuffle_seed must not make every
+    epoch the same, also when the dataset is transformed further (Keras
+    fit(class_weight=...) maps it)."""
     import tensorflow as tf
 
-    address, data_dir, _, _ = served
+    _, data_dir, _, _ = served
 
     def two_epochs(**kwargs):
-        ds = _load(data_dir, address, batch_size=1000, shuffle_files=True, **kwargs)
+        ds = _load(data_dir, one_worker, batch_size=1000, shuffle_files=True, **kwargs)
+        if chained:
+            ds = ds.map(lambda example: example)
         return [np.concatenate([b["x"][:, 0] for b in tfds.as_numpy(ds)]) for _ in range(2)]
 
-    tf.random.set_seed(0)  # as keras.utils.set_random_seed does
-    first, second = two_epochs()
-    assert not np.array_equal(first, second)
-    seeded = two_epochs(read_config=tfds.ReadConfig(shuffle_seed=7))
-    assert not np.array_equal(seeded[0], seeded[1])
-    for epoch in [first, second, *seeded]:
+    tf.random.set_seed(0)
+    try:
+        epochs = two_epochs() + two_epochs(read_config=tfds.ReadConfig(shuffle_seed=7))
+    finally:
+        tf.random.set_seed(None)
+    assert not np.array_equal(epochs[0], epochs[1]), "global seed: same order twice"
+    assert not np.array_equal(epochs[2], epochs[3]), "shuffle_seed: same order twice"
+    for epoch in epochs:
         assert np.array_equal(np.sort(epoch), np.arange(N) * 3)
+
+
+def test_empty_data_service_reads_locally_despite_the_environment(served, monkeypatch):
+    _, data_dir, x, _ = served
+    monkeypatch.setenv("TFDS_BIGARRAYS_DATA_SERVICE", "localhost:5050")
+    with pytest.raises(ValueError, match="TFDS_BIGARRAYS_DATA_SERVICE='localhost:5050'"):
+        tfds.load("served", data_dir=data_dir, split="train")
+    with tb.read_options(data_service=""):  # local, and the stored order
+        ds = tfds.load("served", data_dir=data_dir, split="train", batch_size=N)
+        np.testing.assert_array_equal(next(iter(tfds.as_numpy(ds)))["x"], x)

@@ -22,46 +22,25 @@ import tensorflow as tf
 
 
 class LazyDataset(tf.data.Dataset):
-    """Defers `factory()` until the dataset is used.
+    """Defers `factory()` until the dataset is used."""
 
-    With `fresh_per_iteration`, every `iter(ds)` (every epoch of a `for`
-    loop or of Keras `fit`) runs `factory()` again. The tf.data service needs
-    this: its workers instantiate the pipeline anew for every epoch, so a
-    pipeline built once with fixed seeds (a global `tf.random.set_seed`, or
-    `shuffle_seed`) would repeat the same order every epoch there.
-    """
-
-    def __init__(
-        self,
-        factory: Callable[[], tf.data.Dataset],
-        element_spec: Any,
-        *,
-        fresh_per_iteration: bool = False,
-    ):
+    def __init__(self, factory: Callable[[], tf.data.Dataset], element_spec: Any):
         # DatasetV2.__init__ needs the variant tensor, i.e. the real pipeline:
         # it is deliberately not called; the attributes it would set are
         # properties below.
         self._factory = factory
         self._lazy_element_spec = element_spec
-        self._fresh_per_iteration = fresh_per_iteration
         self._real: tf.data.Dataset | None = None
-
-    def _checked(self, real: tf.data.Dataset) -> tf.data.Dataset:
-        if real.element_spec != self._lazy_element_spec:
-            raise AssertionError(  # a bug of ours, not a user error
-                f"pipeline spec {real.element_spec} != announced {self._lazy_element_spec}"
-            )
-        return real
 
     def _materialize(self) -> tf.data.Dataset:
         if self._real is None:
-            self._real = self._checked(self._factory())
+            real = self._factory()
+            if real.element_spec != self._lazy_element_spec:
+                raise AssertionError(  # a bug of ours, not a user error
+                    f"pipeline spec {real.element_spec} != announced {self._lazy_element_spec}"
+                )
+            self._real = real
         return self._real
-
-    def __iter__(self):
-        if self._fresh_per_iteration and self._real is not None:
-            return iter(self._checked(self._factory()))
-        return iter(self._materialize())
 
     @property
     def _variant_tensor_attr(self):  # type: ignore[override]

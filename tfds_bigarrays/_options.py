@@ -28,7 +28,11 @@ class ReadOptions:
         "grpc://host:5050": reading and decoding run on its workers, which
         must see the dataset's files at the same paths; the trainer only
         rebatches and prefetches. None: the environment variable
-        TFDS_BIGARRAYS_DATA_SERVICE, else read in this process.
+        TFDS_BIGARRAYS_DATA_SERVICE, else read in this process; "": read in
+        this process whatever the environment says (e.g. for evaluation).
+        Through the service, shuffled orders are never reproducible (a shard
+        goes to whichever worker asks first): `shuffle_seed` and the global
+        seed do not apply, and every epoch is shuffled afresh.
       data_service_mode: "distributed_epoch" (each shard goes to one worker:
         every example exactly once per epoch while no worker fails) or
         "parallel_epochs" (each worker reads the whole split, in its own
@@ -50,7 +54,7 @@ class ReadOptions:
                 f"data_service_mode={self.data_service_mode!r} is not a mode of the "
                 f"tf.data service; use one of {', '.join(map(repr, _SERVICE_MODES))}."
             )
-        if self.data_service is not None and "://" not in self.data_service:
+        if self.data_service and "://" not in self.data_service:
             raise ValueError(
                 f"data_service={self.data_service!r} is not a dispatcher address; "
                 "write it with its protocol, e.g. 'grpc://localhost:5050'."

@@ -19,10 +19,11 @@ Stock TFDS still reads the same shards one Example at a time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import itertools
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,15 @@ def _resolve(layout: Layout, options: ReadOptions | None) -> ReadOptions:
             ) from e
     if budget is None:
         budget = layout.memory_budget
-    service = options.data_service or os.environ.get(_ENV_SERVICE) or None
+    service = options.data_service
+    if service is None:
+        service = os.environ.get(_ENV_SERVICE) or None
+        if service is not None and "://" not in service:
+            raise ValueError(
+                f"{_ENV_SERVICE}={service!r} is not a dispatcher address; write it with "
+                "its protocol, e.g. grpc://localhost:5050, or unset it to read locally."
+            )
+    service = service or None  # "": read locally whatever the environment says
     verify = options.verify_checksums
     if verify and service:
         raise ValueError(
@@ -254,16 +263,26 @@ def as_dataset(
 
     parts = _readplan.pieces(reads, frame_bytes=frame, block_rows=plan.block_rows)
 
-    epochs = itertools.count()
+    seed = read_config.shuffle_seed
+    if options.data_service and shuffle_files and seed is not None:
+        logging.getLogger(__name__).warning(
+            "shuffle_seed=%s is ignored through the tf.data service: shards go to "
+            "whichever worker asks first, so the order cannot be reproduced.",
+            seed,
+        )
+        seed = None
 
     def build() -> tf.data.Dataset:
         # Runs TensorFlow ops (and so initializes devices): deferred to first use.
-        # Through the tf.data service, built again for every epoch (see
-        # LazyDataset), with seeds moved on so that epochs differ.
-        epoch = next(epochs)
-        seed = read_config.shuffle_seed
-        if seed is not None and epoch:
-            seed += 1_000_003 * epoch
+        if options.data_service and shuffle_files:
+            # Service workers instantiate the pipeline anew for every epoch, so
+            # any fixed seed (a global tf.random.set_seed included) would give
+            # every epoch the same order; unseeded ops draw fresh seeds there.
+            with _without_global_seed():
+                return _pipeline()
+        return _pipeline()
+
+    def _pipeline() -> tf.data.Dataset:
         files = tf.data.Dataset.from_tensor_slices(
             (
                 tf.constant([p.filename for p in parts], tf.string),
@@ -363,11 +382,38 @@ def as_dataset(
 
     if wants_full:
         return build().get_single_element()
-    return LazyDataset(
-        build,
-        _element_spec(codec, keys, batched=bool(batch_size)),
-        fresh_per_iteration=bool(options.data_service) and shuffle_files and reshuffle,
-    )
+    return LazyDataset(build, _element_spec(codec, keys, batched=bool(batch_size)))
+
+
+@contextlib.contextmanager
+def _without_global_seed() -> Iterator[None]:
+    """Builds ops as if no global seed were set, then restores it untouched.
+
+    With no global and no op seed, tf.data's random ops get seeds (0, 0) and
+    draw fresh ones each time the pipeline is instantiated, which is what a
+    tf.data service worker does every epoch. TensorFlow has no public way to
+    read and restore the eager global seed and its op-seed sequence, so this
+    saves and restores the eager context's own fields.
+    """
+    from tensorflow.python.eager import context as eager_context
+    from tensorflow.python.framework import config as tf_config
+
+    ctx = eager_context.context()
+    if tf_config.is_op_determinism_enabled():
+        raise ValueError(
+            "Op determinism is enabled (tf.config.experimental.enable_op_determinism), "
+            "but reading through the tf.data service cannot be deterministic: shards go "
+            "to whichever worker asks first. Read without data_service, or with "
+            "shuffle_files=False."
+        )
+    saved = ctx.__dict__.get("_seed"), ctx.__dict__.get("_rng")
+    ctx._seed = None  # noqa: SLF001
+    try:
+        yield
+    finally:
+        ctx._seed = saved[0]  # noqa: SLF001
+        if saved[1] is not None:
+            ctx._rng = saved[1]  # noqa: SLF001
 
 
 _LAYOUT_ATTR = "_tfds_bigarrays_layout"

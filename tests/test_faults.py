@@ -37,12 +37,14 @@ SCRIPT = textwrap.dedent("""
         def __len__(self):
             return len(x)
         def read(self, start, stop):
-            time.sleep(delay)
+            # The first and the last shard take much longer: wide windows for
+            # the kills aimed at them, even on a loaded machine.
+            time.sleep(delay * (20 if start == 0 or stop == len(x) else 1))
             return x[start:stop]
 
     def rows():
-        for row in x:
-            time.sleep(delay / 16)
+        for i, row in enumerate(x):
+            time.sleep(delay * (20 if i == 100 else 1 / 16))
             yield {"x": row}
 
     if kind == "generator":
@@ -65,7 +67,12 @@ def _started(data: pathlib.Path) -> bool:
 
 
 def _spooling(data: pathlib.Path) -> bool:
-    return any(any(p.rglob("*")) for p in data.glob("*/incomplete.spool_*"))
+    """Rows are being spooled (files beyond the folder's owner marker)."""
+    return any(
+        p.is_file() and not p.name.startswith(".")
+        for spool in data.glob("*/incomplete.spool_*")
+        for p in spool.rglob("*")
+    )
 
 
 STAGES = {
@@ -100,6 +107,7 @@ def test_kill_9_at_each_stage_then_rerun(tmp_path, stage):
         assert proc.poll() is None, f"build ended before stage {stage}: {proc.communicate()}"
         assert time.monotonic() < deadline, f"stage {stage} never reached"
         time.sleep(0.01)
+    assert proc.poll() is None, f"build ended before the kill at stage {stage}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with pytest.raises(Exception, match="faulty"):
@@ -261,8 +269,9 @@ def test_two_builds_of_one_name_at_once(tmp_path):
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
-    # Both succeed only if they did not overlap; otherwise one is told that
-    # the other one finished first. Never a crash, never a mixed dataset.
+    # One is told that the other finished first (3), unless the other had
+    # finished before it began writing, when TFDS hands it the finished
+    # dataset (0). Never a crash, never a mixed dataset.
     assert codes in ([0, 0], [0, 3]), outs
     for proc, (out, _) in zip(procs, outs, strict=True):
         if proc.returncode == 3:
@@ -274,18 +283,22 @@ def test_two_builds_of_one_name_at_once(tmp_path):
 
 
 _READER = textwrap.dedent("""
-    import sys, time, numpy as np, tensorflow_datasets as tfds, tfds_bigarrays
-    stop_file, rounds = sys.argv[1], 0
+    import os, sys, numpy as np, tensorflow_datasets as tfds, tfds_bigarrays
+    stop_file, ready_file = sys.argv[1], sys.argv[2]
+    before = after = 0
     while True:
+        published = os.path.exists(stop_file)  # v2 is complete once this exists
         ds = tfds.load("team:many:1.0.0", split="train", batch_size=500, shuffle_files=True)
         x = np.concatenate([b["x"] for b in tfds.as_numpy(ds)])
         assert x.shape == (4000, 64) and (x == 0).all(), "wrong data"
-        rounds += 1
-        import os
-        if os.path.exists(stop_file) and rounds >= 2:
+        if published:
+            after += 1
             break
+        before += 1
+        open(ready_file, "w").close()
     latest = tfds.load("team:many", split="train", batch_size=4000)
-    print("ROUNDS", rounds, "LATEST", int(next(iter(tfds.as_numpy(latest)))["x"][0, 0]))
+    print("BEFORE", before, "AFTER", after,
+          "LATEST", int(next(iter(tfds.as_numpy(latest)))["x"][0, 0]))
 """)
 
 
@@ -297,21 +310,54 @@ def test_readers_keep_reading_while_a_new_version_is_published(tmp_path):
     script, stop = tmp_path / "reader.py", tmp_path / f"stop-{uuid.uuid4().hex}"
     script.write_text(_READER)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TFDS_BIGARRAYS_REGISTRY": str(toml)}
+    ready = [tmp_path / f"ready-{i}" for i in range(3)]
     readers = [
         subprocess.Popen(
-            [sys.executable, str(script), str(stop)],
+            [sys.executable, str(script), str(stop), str(flag)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(3)
+        for flag in ready
     ]
-    time.sleep(3)  # readers are loading v1
-    publish(v2, registry=registry, namespace="team")
+    deadline = time.monotonic() + 240
+    while not all(flag.exists() for flag in ready):  # every reader has read v1 once
+        assert all(p.poll() is None for p in readers), [p.communicate() for p in readers]
+        assert time.monotonic() < deadline, "readers did not start"
+        time.sleep(0.1)
+    publish(v2, registry=registry, namespace="team")  # while they keep reading v1
     stop.touch()
     for proc in readers:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
-        assert "LATEST 7" in out, out  # the new version is the default once published
+        # Rounds before and after the publish read v1 exactly; then the new
+        # version is the default.
+        assert "AFTER 1" in out and "LATEST 7" in out, out
     shutil.rmtree(tmp_path / "published")
+
+
+def test_only_folders_of_dead_builds_on_this_host_are_removed(tmp_path):
+    import socket
+
+    from etils import epath
+
+    from tfds_bigarrays._builder import _OWNER_FILE, _owned, _remove_abandoned
+
+    name_dir = epath.Path(tmp_path)
+    live, dead, foreign, unmarked = (name_dir / f"incomplete.{n}" for n in "ABCD")
+    for folder in (live, dead, foreign, unmarked):
+        folder.mkdir()
+        (folder / "shard").write_text("data")
+    (dead / _OWNER_FILE).write_text(socket.gethostname())  # marker, nobody holds its lock
+    (foreign / _OWNER_FILE).write_text("another-host")
+    with _owned(live):  # a build running now (this process holds the lock)
+        _remove_abandoned(name_dir)
+        assert live.exists() and foreign.exists() and unmarked.exists()
+        assert not dead.exists()
+    assert not (live / _OWNER_FILE).exists()  # the marker goes with its build
+    assert sorted(p.name for p in name_dir.iterdir()) == [
+        "incomplete.A",
+        "incomplete.C",
+        "incomplete.D",
+    ]

@@ -11,7 +11,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tfds_bigarrays._builder import ArrayDatasetBuilder, scratch_dir
+from tfds_bigarrays._builder import ArrayDatasetBuilder, DatasetExistsError, scratch_dir
 from tfds_bigarrays._plan import (
     DEFAULT_SHARD_BYTES,
     MIN_SHARD_BYTES,
@@ -23,10 +23,6 @@ from tfds_bigarrays._plan import (
 )
 from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 from tfds_bigarrays._sources import SourceError
-
-
-class DatasetExistsError(FileExistsError):
-    """The dataset version is already built; versions are never overwritten silently."""
 
 
 def _check_version(version: Any) -> str:

@@ -141,11 +141,17 @@ def write_with_beam(tasks: Sequence[ShardTask], *, options: Any) -> None:
         | "WriteShards" >> beam.Map(run_task)
     )
     result = pipeline.run()
+    client = getattr(result, "client", None)  # Beam's Dask runner only
     try:
         result.wait_until_finish()
+    except BaseException:
+        if client is not None:
+            # Tasks still running would go on writing into a folder that
+            # TFDS is about to delete.
+            client.cancel(result.futures)  # type: ignore[attr-defined]
+        raise
     finally:
-        # Beam's Dask runner leaves its distributed.Client open, which keeps
+        # The Dask runner leaves its distributed.Client open, which keeps
         # reconnecting (and logging) after the cluster goes away.
-        client = getattr(result, "client", None)
         if client is not None:
             client.close()

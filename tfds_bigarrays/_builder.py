@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -15,7 +16,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-import psutil
 import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
@@ -40,6 +40,10 @@ from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
 
 _SPOOL_DIR = "spool.incomplete"
+
+
+class DatasetExistsError(FileExistsError):
+    """The dataset version is already built; versions are never overwritten silently."""
 
 
 def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
@@ -199,9 +203,12 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         check_bytes(self.SHARD_BYTES, what="SHARD_BYTES", minimum=MIN_SHARD_BYTES)
         check_bytes(self.READ_MEMORY_BUDGET, what="READ_MEMORY_BUDGET", minimum=MIN_MEMORY_BUDGET)
         check_seed(self.PERMUTE_SEED, what="PERMUTE_SEED")
-        # TFDS's `incomplete.*` folder: mark it ours, so that a later build
-        # can remove it if this process dies (see `_remove_abandoned`).
-        _write_owner(self.data_path)
+        # TFDS's `incomplete.*` folder: marked as ours while this process
+        # lives, so that a later build can remove it if it dies.
+        with _owned(self.data_path):
+            self._write_dataset(dl_manager, download_config)
+
+    def _write_dataset(self, dl_manager, download_config) -> None:
         plan = self._make_plan(dl_manager, download_config)
         features = to_tfds_features(plan.specs)
         if self.info.features is None:
@@ -257,7 +264,6 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         spooled = self.data_path / _SPOOL_DIR
         if spooled.exists():  # generator rows: written into shards, not kept
             spooled.rmtree()
-        (self.data_path / _OWNER_FILE).unlink(missing_ok=True)
         write_layout(
             self.data_path,
             Layout(
@@ -317,9 +323,14 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         try:
             super().download_and_prepare(*args, **kwargs)
         except BaseException as e:
+            # Only what this call created, and only if empty: another build may
+            # be starting in the same folders.
+            with contextlib.suppress(OSError):
+                if downloads in created and downloads.exists():
+                    _remove_empty_tree(downloads)
             for folder in created:
-                if folder.exists():
-                    _remove_empty_tree(folder)
+                with contextlib.suppress(OSError, ValueError):  # not empty: not ours alone
+                    folder.rmdir()
             final = epath.Path(self.data_path)
             lost_race = isinstance(e, FileExistsError) or (
                 isinstance(e, OSError) and e.errno in (errno.ENOTEMPTY, errno.EEXIST)
@@ -327,8 +338,6 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             if lost_race and (final / "dataset_info.json").exists():
                 # TFDS renames its incomplete folder into place at the end;
                 # another build of the same version got there first.
-                from tfds_bigarrays._api import DatasetExistsError
-
                 raise DatasetExistsError(
                     f"{self.name} version {self.version} was finished by another build "
                     f"while this one ran; it is complete at {final}. Load it, or rebuild "
@@ -399,20 +408,63 @@ def _check_written(task: ShardTask, *, frame_bytes: int) -> dict[str, Any]:
     return {"file": path.name, **receipt}
 
 
-_OWNER_FILE = ".tfds_bigarrays_owner.json"
+_OWNER_FILE = ".tfds_bigarrays_owner"
 
 
-def _process_id(pid: int) -> dict[str, Any]:
-    """A process's identity that survives pid reuse: pid plus start time."""
-    return {
-        "host": socket.gethostname(),
-        "pid": pid,
-        "started": psutil.Process(pid).create_time(),
-    }
+@contextlib.contextmanager
+def _owned(directory: epath.Path) -> Iterator[None]:
+    """Marks `directory` as being written by this process while it runs.
+
+    An exclusive `flock` on a marker file, held open: the kernel releases it
+    when the process dies, however it dies, so `_remove_abandoned` tells a
+    dead build's folder from a live one without trusting pids or clocks.
+    Folders where that is impossible (object stores) are not marked, and so
+    never removed by another build.
+    """
+    marker = os.fspath(directory / _OWNER_FILE)
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_WRONLY, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, socket.gethostname().encode())
+    except OSError:
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(marker)
+            os.close(fd)
 
 
-def _write_owner(directory: epath.Path) -> None:
-    (directory / _OWNER_FILE).write_text(json.dumps(_process_id(os.getpid())))
+def _remove_abandoned(name_dir: epath.Path) -> None:
+    """Removes `incomplete.*` folders whose writing process has died.
+
+    A folder is abandoned when its marker (see `_owned`) was written on this
+    host and its lock can be taken; it is renamed before deletion, so two
+    builds cleaning up at once never delete each other's work.
+    """
+    for folder in name_dir.glob("incomplete.*"):
+        marker = folder / _OWNER_FILE
+        try:
+            if marker.read_text() != socket.gethostname():
+                continue  # another host's build (or no marker): not ours to judge
+            fd = os.open(os.fspath(marker), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # locked: its build is alive
+        try:
+            claimed = name_dir / f".removing-{uuid.uuid4().hex}"
+            folder.rename(claimed)
+        except OSError:
+            continue  # someone else claimed it first
+        finally:
+            os.close(fd)
+        claimed.rmtree(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -423,43 +475,23 @@ def scratch_dir(name_dir: epath.Path) -> Iterator[epath.Path]:
     chose for the dataset (not /tmp), and a build killed while spooling
     leaves a folder that the next build removes.
     """
-    created = None  # the topmost folder this creates, removed again if left empty
+    created = []  # folders this creates, innermost first; removed again if empty
     for folder in [name_dir, *name_dir.parents]:
         if folder.exists():
             break
-        created = folder
-    if created is None:
+        created.append(folder)
+    if not created:
         _remove_abandoned(name_dir)
     path = name_dir / f"incomplete.spool_{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
-    _write_owner(path)
     try:
-        yield path
+        with _owned(path):
+            yield path
     finally:
         path.rmtree(missing_ok=True)
-        if created is not None and created.exists():
-            _remove_empty_tree(created)
-
-
-def _remove_abandoned(name_dir: epath.Path) -> None:
-    """Removes `incomplete.*` folders whose building process is dead.
-
-    Only folders marked by a build of ours on this host are considered: a
-    folder of a build on another machine, or still running here, is left.
-    """
-    for folder in name_dir.glob("incomplete.*"):
-        try:
-            owner = json.loads((folder / _OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if owner.get("host") != socket.gethostname():
-            continue
-        try:
-            alive = _process_id(int(owner["pid"]))["started"] == owner.get("started")
-        except (psutil.Error, KeyError, ValueError):
-            alive = False
-        if not alive:
-            folder.rmtree(missing_ok=True)
+        for folder in created:
+            with contextlib.suppress(OSError, ValueError):  # not empty: in use
+                folder.rmdir()
 
 
 def _remove_empty_tree(path: epath.Path) -> None:

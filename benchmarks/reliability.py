@@ -156,12 +156,13 @@ def report(cases, examples, seconds, atheris: str | None, fuzz_examples: int) ->
         if group is not None:
             rows[group][case["outcome"]] += 1
     fuzz_cases = sum(examples.values())
+    counted = sum(sum(c.values()) for c in rows.values())
     lines = [
         f"Generated {time.strftime('%Y-%m-%d')} by `.venv/bin/python benchmarks/reliability.py"
         f"{'' if fuzz_examples == 50 else f' --fuzz-examples {fuzz_examples}'}` "
-        f"({len(cases)} test cases in {seconds:.0f} s; each case asserts nothing was lost or "
-        "silently wrong: a clear error naming the argument or shard and nothing left behind, "
-        "or exactly the original data).",
+        f"({counted} of the {len(cases)} test cases of these files, run in {seconds:.0f} s; each "
+        "counted case asserts nothing was lost or silently wrong: a clear error naming the "
+        "argument or shard and nothing left behind, or exactly the original data).",
         "",
         "| kind | what is tried | cases | passed | failed | skipped |",
         "|---|---|---:|---:|---:|---:|",
@@ -182,7 +183,7 @@ def report(cases, examples, seconds, atheris: str | None, fuzz_examples: int) ->
     if atheris:
         lines.append(f"- Longer run, `benchmarks/fuzz_decode.py`: {atheris}.")
     failed = sum(c["outcome"] == "failed" for c in cases)
-    lines.append(f"- Failures: {failed}.")
+    lines.append(f"- Failures among all {len(cases)} test cases run: {failed}.")
     return "\n".join(lines) + "\n"
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import signal
+import socket
 import subprocess
 import sys
 
@@ -119,3 +122,24 @@ def pytest_collection_modifyitems(config, items):
     # tf.test.TestCase (base of tfds.testing.DatasetBuilderTestCase) carries a
     # `test_session` helper that is not a test; drop it rather than report a skip.
     items[:] = [item for item in items if item.name != "test_session"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_groups(procs: list[subprocess.Popen], *, timeout: float = 30) -> None:
+    """SIGTERM to each server's process group (started with
+    start_new_session=True), then SIGKILL to those still running."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -7,7 +7,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,12 @@ import distributed
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import ROOT, run_cli, run_tfds_build
+from conftest import ROOT, free_port, run_cli, run_tfds_build, stop_process_groups
 
 import tfds_bigarrays as tb
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 BIN = pathlib.Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -37,7 +30,7 @@ def dask_cluster(workdir: pathlib.Path, *, workers: int = 2, allowed_failures: i
     Each worker is a nanny plus one single-threaded worker process; the nanny
     restarts a worker that dies. Yields (address, client).
     """
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
@@ -74,15 +67,7 @@ def dask_cluster(workdir: pathlib.Path, *, workers: int = 2, allowed_failures: i
     finally:
         if client is not None:
             client.close()
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(procs)
         for log in logs:
             log.close()
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +11,12 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import free_port, stop_process_groups
 
 import tfds_bigarrays as tb
 
 CLI = pathlib.Path(sys.executable).parent / "tfds-bigarrays"
 N = 6000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(*args: str, log: pathlib.Path) -> subprocess.Popen:
@@ -49,7 +41,7 @@ def _wait_for(log: pathlib.Path, text: str, proc: subprocess.Popen, timeout: flo
 @contextlib.contextmanager
 def data_service(workdir: pathlib.Path, *, workers: int):
     """`tfds-bigarrays data-service` dispatcher + workers; yields the address."""
-    port = _free_port()
+    port = free_port()
     procs = [_start("dispatcher", "--port", str(port), log=workdir / "dispatcher.log")]
     try:
         _wait_for(workdir / "dispatcher.log", "dispatcher at", procs[0])
@@ -59,15 +51,7 @@ def data_service(workdir: pathlib.Path, *, workers: int):
             _wait_for(log, "worker of", procs[-1])
         yield f"grpc://localhost:{port}"
     finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(procs)
 
 
 @pytest.fixture(scope="module")

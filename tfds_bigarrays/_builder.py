@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
@@ -37,6 +38,7 @@ from tfds_bigarrays._plan import (
     shard_ranges,
 )
 from tfds_bigarrays._readplan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
+from tfds_bigarrays._sources import InMemorySource, NpyFileSource
 from tfds_bigarrays._version import __version__
 
 _SPOOL_DIR = "spool.incomplete"
@@ -240,6 +242,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         total_bytes = sum(len(t.rows) for t in all_tasks) * codec.frame_bytes
         beam_options = self._beam_options(download_config, total_bytes)
         if beam_options is not None:
+            # Workers get tasks, not data: an array held in this process goes
+            # to a file first, or every task would carry the whole array.
+            all_tasks = _file_backed(all_tasks, self.data_path / _SPOOL_DIR)
             write_with_beam(all_tasks, options=beam_options)
         else:
             _write_locally(tasks, frame_bytes=codec.frame_bytes)
@@ -383,6 +388,24 @@ def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) ->
 
             for task in split_tasks:
                 run_task(task, on_block=progress)
+
+
+def _file_backed(tasks: list[ShardTask], spool_dir: epath.Path) -> list[ShardTask]:
+    """The tasks, with in-memory arrays replaced by `.npy` copies in `spool_dir`."""
+    files: dict[int, NpyFileSource] = {}
+    out = []
+    for task in tasks:
+        sources = dict(task.sources)
+        for name, source in sources.items():
+            if isinstance(source, InMemorySource):
+                if id(source) not in files:
+                    spool_dir.mkdir(parents=True, exist_ok=True)
+                    path = os.fspath(spool_dir / f"{len(files)}-{name}.npy")
+                    np.save(path, source.array, allow_pickle=False)
+                    files[id(source)] = NpyFileSource(path, feature=name)
+                sources[name] = files[id(source)]
+        out.append(dataclasses.replace(task, sources=sources))
+    return out
 
 
 def _check_written(task: ShardTask, *, frame_bytes: int) -> dict[str, Any]:

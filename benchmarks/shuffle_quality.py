@@ -9,10 +9,15 @@ shuffle_files=True)` and reports, per configuration:
                (0 when the epoch forgets the stored order)
   batch spread std of the stored positions inside a batch, over the std of a
                uniform sample (1.0 for a perfect shuffle, ~0 for none)
+  neighbours   share of rows stored next to each other that land in the same
+               batch (batch/N for a perfect shuffle, 1.0 for none)
 
-Configurations: array-order and permuted writes (`--permute`), each read
-with several memory budgets; plus tf.data shuffle(3000) and a full in-memory
-shuffle(N) as references.
+Configurations: array-order and permuted writes (`--permute`), read with
+random access (the default for local files: a full permutation of blocks,
+no shuffle buffer, so the budget does not change the order) and with
+sequential access (`access="sequential"`: interleaved shards and a shuffle
+buffer bounded by the budget) at several memory budgets; plus tf.data
+shuffle(3000) and a full in-memory shuffle(N) as references.
 
     .venv/bin/python benchmarks/shuffle_quality.py   # writes docs/shuffle_quality.md
 """
@@ -42,7 +47,9 @@ def metrics(epochs: list[np.ndarray], n: int) -> dict:
         p[order] = np.arange(n)
     usable = n // BATCH * BATCH
     spread = epochs[0][:usable].reshape(-1, BATCH).std(axis=1).mean() / (n / np.sqrt(12))
+    batch_of = pos[0] // BATCH
     return {
+        "neighbours": float(np.mean(batch_of[1:] == batch_of[:-1])),
         "epoch_corr": float(np.corrcoef(pos[0], pos[1])[0, 1]),
         "stored_corr": float(np.corrcoef(np.arange(n), pos[0])[0, 1]),
         "batch_spread": float(spread),
@@ -93,9 +100,12 @@ def main() -> None:
     to_stored[perm_store] = np.arange(n)
 
     rows = []
+    configs = [("random", 16 * MiB), ("random", 256 * MiB)] + [
+        ("sequential", budget) for budget in (16 * MiB, 64 * MiB, 256 * MiB)
+    ]
     for name in ("plain", "permuted"):
-        for budget in (16 * MiB, 64 * MiB, 256 * MiB):
-            with tb.read_options(memory_budget=budget):
+        for access, budget in configs:
+            with tb.read_options(memory_budget=budget, access=access):
                 ds = tfds.load(
                     name, data_dir=work, split="train", shuffle_files=True, batch_size=BATCH
                 )
@@ -111,7 +121,7 @@ def main() -> None:
                 m["array_corr"] = m["stored_corr"]
             m.update(
                 config=f"{'permuted write' if name == 'permuted' else 'array order'}, "
-                f"budget {budget // MiB} MiB",
+                f"{access} access, budget {budget // MiB} MiB",
                 rate=rate,
             )
             rows.append(m)
@@ -133,13 +143,15 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}.",
         "",
         "| configuration | epoch-to-epoch corr | corr with stored order | corr with array order "
-        "| batch spread (1 = uniform) | examples/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| batch spread (1 = uniform) | stored neighbours in one batch ({BATCH / n:.4f} = "
+        "uniform) | examples/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for m in rows:
         lines.append(
             f"| {m['config']} | {m['epoch_corr']:.3f} | {m['stored_corr']:.3f} | "
-            f"{m['array_corr']:.3f} | {m['batch_spread']:.3f} | {m['rate']:,.0f} |"
+            f"{m['array_corr']:.3f} | {m['batch_spread']:.3f} | {m['neighbours']:.4f} | "
+            f"{m['rate']:,.0f} |"
         )
     write_report(args.out, "shuffle_quality.md", "\n".join(lines) + "\n")
 

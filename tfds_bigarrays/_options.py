@@ -40,6 +40,14 @@ class ReadOptions:
       data_service_job: a job name to share: trainers that use the same name
         share one stream of data (in distributed_epoch mode, split one epoch
         between them). None: a job of this dataset's own.
+      access: how shards are read. "random": blocks of rows at computed
+        offsets, in a permuted order when shuffling (a full per-epoch
+        permutation of blocks, no shuffle buffer); needs shards on a local
+        or mounted file system. "sequential": tf.data's file readers stream
+        whole shards, interleaved and shuffled in a byte-bounded buffer;
+        works on any file system TensorFlow reads (gs://, s3://...) and
+        through the tf.data service. "auto" (default): "random" where it
+        can, else "sequential".
     """
 
     memory_budget: int | None = None
@@ -47,8 +55,14 @@ class ReadOptions:
     data_service: str | None = None
     data_service_mode: str = "distributed_epoch"
     data_service_job: str | None = None
+    access: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.access not in _ACCESS:
+            raise ValueError(
+                f"access={self.access!r} is not a way of reading shards; use one of "
+                f"{', '.join(map(repr, _ACCESS))}."
+            )
         if self.data_service_mode not in _SERVICE_MODES:
             raise ValueError(
                 f"data_service_mode={self.data_service_mode!r} is not a mode of the "
@@ -62,6 +76,7 @@ class ReadOptions:
 
 
 _SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+_ACCESS = ("auto", "random", "sequential")
 
 
 _OPTIONS: contextvars.ContextVar[ReadOptions | None] = contextvars.ContextVar(

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfds_bigarrays import _readplan
+from tfds_bigarrays import _readplan, _rowread
 from tfds_bigarrays._encoding import BYTES, RecordCodec, crc_errors
 from tfds_bigarrays._layout import Layout
 from tfds_bigarrays._lazy import LazyDataset
@@ -216,6 +216,87 @@ def _seed(seed: int | None, offset: int) -> int | None:
     return None if seed is None else seed + offset
 
 
+def _random_access(reads: list[tuple[str, int, int, int]], options: ReadOptions) -> bool:
+    """Whether this read can use positioned reads (`_rowread`), per `options.access`."""
+    local = all("://" not in filename for filename, *_ in reads)
+    if options.access == "sequential":
+        return False
+    if options.access == "random" and (options.data_service or not local):
+        where = (
+            f"data_service={options.data_service!r}"
+            if options.data_service
+            else (f"shards on {next(f for f, *_ in reads if '://' in f).split('://')[0]}://")
+        )
+        raise ValueError(
+            f"access='random' cannot read with {where}: positioned reads need the shards "
+            "on a local or mounted file system, in this process. Use access='auto' or "
+            "'sequential'."
+        )
+    return local and not options.data_service
+
+
+def _random_groups(
+    reader: _rowread.GroupReader,
+    plan: _readplan.GroupPlan,
+    *,
+    shuffle: bool,
+    seed: int | None,
+    reshuffle: bool,
+) -> tf.data.Dataset:
+    """Decoded groups of rows, read at computed offsets by `reader`.
+
+    Shuffled, an epoch is a permutation of all full blocks (computed index by
+    index with `index_shuffle`: no buffer, no table), then the short last
+    block if any; each group's rows are permuted too (a Philox key per group
+    derived from the epoch seed). The state of an iterator is a position in
+    these index streams, so checkpoints resume exactly.
+    """
+    n = reader.space.num_rows
+    b = plan.block_rows
+    full, num_blocks = n // b, -(-n // b)
+    specs = [slot.spec for slot in reader.codec.slots.values()]
+    names = list(reader.codec.slots)
+    dtypes = [tf.as_dtype(spec.dtype) for spec in specs]
+
+    def read(blocks: tf.Tensor, key: tf.Tensor) -> dict[str, tf.Tensor]:
+        arrays = tf.numpy_function(reader.read, [blocks, key], dtypes, stateful=False)
+        return {
+            name: tf.ensure_shape(a, [None, *spec.shape])
+            for name, a, spec in zip(names, arrays, specs, strict=True)
+        }
+
+    parallel = {"num_parallel_calls": plan.parallel_reads, "deterministic": True}
+    if not shuffle:
+        no_key = tf.zeros([0], tf.int64)
+        return (
+            tf.data.Dataset.range(num_blocks)
+            .batch(plan.group_blocks)
+            .map(lambda blocks: read(blocks, no_key), **parallel)
+        )
+
+    group = plan.group_blocks
+    num_groups = -(-num_blocks // group)
+
+    def epoch(epoch_seed: tf.Tensor) -> tf.data.Dataset:
+        def blocks_and_key(g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            # Positions g*group.. of the epoch; position p < full holds full
+            # block index_shuffle(p); the short last block (if any) stays last.
+            positions = tf.range(g * group, tf.minimum((g + 1) * group, num_blocks))
+            if full > 1:
+                shuffled = tf.random.experimental.index_shuffle(
+                    tf.minimum(positions, full - 1),
+                    tf.stack([epoch_seed, tf.constant(0x5EED, tf.int64)]),
+                    full - 1,
+                )
+                positions = tf.where(positions < full, shuffled, positions)
+            return positions, tf.stack([epoch_seed, g])
+
+        return tf.data.Dataset.range(num_groups).map(blocks_and_key)
+
+    seeds = tf.data.Dataset.random(seed=_seed(seed, 0), rerandomize_each_iteration=reshuffle)
+    return seeds.take(1).flat_map(epoch).map(read, **parallel)
+
+
 def as_dataset(
     builder: tfds.core.DatasetBuilder,
     layout: Layout,
@@ -261,8 +342,6 @@ def as_dataset(
     reshuffle = read_config.shuffle_reshuffle_each_iteration
     reshuffle = True if reshuffle is None else reshuffle
 
-    parts = _readplan.pieces(reads, frame_bytes=frame, block_rows=plan.block_rows)
-
     seed = read_config.shuffle_seed
     if options.data_service and shuffle_files and seed is not None:
         logging.getLogger(__name__).warning(
@@ -272,17 +351,53 @@ def as_dataset(
         )
         seed = None
 
+    def structure(features):
+        if keys:
+            return tf.nest.map_structure(lambda k: features[k], keys)
+        return features
+
+    random_access = _random_access(reads, options)
+    groups = None
+    if random_access:
+        groups = _readplan.plan_groups(
+            frame_bytes=frame,
+            num_examples=max(1, num_examples),
+            batch_rows=batch_rows,
+            budget=budget,
+        )
+
     def build() -> tf.data.Dataset:
         # Runs TensorFlow ops (and so initializes devices): deferred to first use.
-        if options.data_service and shuffle_files:
+        if groups is not None:
+            ds = _random_groups(
+                _rowread.GroupReader(
+                    _rowread.RowSpace.from_reads(reads),
+                    codec,
+                    block_rows=groups.block_rows,
+                    verify=verify,
+                    groups_in_flight=groups.groups_in_flight,
+                ),
+                groups,
+                shuffle=shuffle_files,
+                seed=seed,
+                reshuffle=reshuffle,
+            ).map(structure)
+            exact = groups.exact_batches and bool(batch_size)
+        elif options.data_service and shuffle_files:
             # Service workers instantiate the pipeline anew for every epoch, so
             # any fixed seed (a global tf.random.set_seed included) would give
             # every epoch the same order; unseeded ops draw fresh seeds there.
             with _without_global_seed():
-                return _pipeline()
-        return _pipeline()
+                ds = _sequential_groups().map(structure)
+            exact = False
+        else:
+            ds = _sequential_groups().map(structure)
+            exact = False
+        return _finish(ds, exact=exact)
 
-    def _pipeline() -> tf.data.Dataset:
+    def _sequential_groups() -> tf.data.Dataset:
+        """Decoded groups of rows from tf.data's sequential file readers."""
+        parts = _readplan.pieces(reads, frame_bytes=frame, block_rows=plan.block_rows)
         files = tf.data.Dataset.from_tensor_slices(
             (
                 tf.constant([p.filename for p in parts], tf.string),
@@ -316,11 +431,6 @@ def as_dataset(
         decode_group = _group_decoder(codec, block_rows=plan.block_rows, verify=verify)
         decode = make_decoder(codec)
 
-        def structure(features):
-            if keys:
-                return tf.nest.map_structure(lambda k: features[k], keys)
-            return features
-
         groups = blocks.batch(
             plan.group_blocks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
@@ -334,7 +444,7 @@ def as_dataset(
                 # Permute row indices, then gather: shuffling the byte matrix
                 # itself is ten times slower.
                 order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(frames)[0]), rnd)
-                return structure(decode(tf.gather(frames, order)))
+                return decode(tf.gather(frames, order))
 
             ds = tf.data.Dataset.zip((groups, randoms)).map(
                 permute_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -343,14 +453,14 @@ def as_dataset(
             # Not shuffling, or rows already shuffled one by one (one-row
             # blocks): decode in stored order.
             ds = groups.map(
-                lambda *group: structure(decode(decode_group(*group))),
+                lambda *group: decode(decode_group(*group)),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )
         if options.data_service:
             # Everything above runs on the service's workers (each gets whole
             # shards in distributed_epoch mode); they send decoded groups.
-            # Rebatching here gives full batches whatever the number of workers.
+            # Rebatching later gives full batches whatever the number of workers.
             ds = ds.apply(
                 tf.data.experimental.service.distribute(
                     processing_mode=options.data_service_mode,
@@ -361,7 +471,12 @@ def as_dataset(
                     compression=None,
                 )
             )
-        ds = ds.rebatch(batch_rows)
+        return ds
+
+    def _finish(ds: tf.data.Dataset, *, exact: bool) -> tf.data.Dataset:
+        """Groups of decoded rows -> the batches (or examples) asked for."""
+        if not exact:
+            ds = ds.rebatch(batch_rows)
         if batch_size:
             cardinality = -(-num_examples // batch_size)
         else:
@@ -372,7 +487,8 @@ def as_dataset(
             # recorded length fails loudly instead of shortening the epoch.
             ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
         if not read_config.skip_prefetch:
-            ds = ds.prefetch(plan.prefetch_batches if batch_size else tf.data.AUTOTUNE)
+            prefetch = groups.prefetch_batches if groups is not None else plan.prefetch_batches
+            ds = ds.prefetch(prefetch if batch_size else tf.data.AUTOTUNE)
         opts = tf.data.Options()
         opts.autotune.ram_budget = plan.autotune_ram_bytes
         ds = ds.with_options(opts)

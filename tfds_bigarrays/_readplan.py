@@ -196,3 +196,95 @@ def check_shard_sizes(reads: list[tuple[str, int, int, int]], *, frame_bytes: in
                 f"{frame_bytes} bytes): it was truncated or altered after the build. "
                 "Rebuild the dataset, or restore the shard."
             )
+
+
+# Random-access reads (`_rowread`): a group is what one tf.numpy_function call
+# reads and decodes. Each call costs some tens of microseconds of Python, so a
+# group carries at least this many bytes.
+GROUP_MIN_BYTES = 1 * MiB
+# A batch at least this big is read as exactly one group: no rebatching copy.
+EXACT_BATCH_BYTES = 256 * 1024
+# Blocks of random-access reads: one pread each, so larger than the blocks of
+# sequential reads (a batch of 64x64 float32 rows takes 64 preads of 4 rows).
+RANDOM_BLOCK_BYTES = 128 * 1024
+# Groups read at once: one per core keeps both busy; more only contend.
+MAX_PARALLEL_READS = 4
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GroupPlan:
+    """How random-access reads cut a split into blocks and groups.
+
+    Attributes:
+      block_rows: consecutive rows read with one pread; blocks are the unit
+        of the epoch permutation (rows of a group are then permuted too).
+      group_blocks: blocks read and decoded by one call.
+      exact_batches: every group is exactly one batch (the last may be
+        short), so no rebatching is needed.
+      parallel_reads: groups read at once.
+      prefetch_batches: batches prefetched at the end.
+    """
+
+    block_rows: int
+    group_blocks: int
+    exact_batches: bool
+    parallel_reads: int
+    prefetch_batches: int
+
+    @property
+    def group_rows(self) -> int:
+        return self.block_rows * self.group_blocks
+
+    @property
+    def groups_in_flight(self) -> int:
+        """Groups alive at once: being read, prefetched, and with the consumer."""
+        return self.parallel_reads + self.prefetch_batches + 2
+
+    def bytes_bound(self, frame_bytes: int) -> int:
+        """Upper bound of bytes of decoded rows held by the pipeline."""
+        return self.groups_in_flight * self.group_rows * frame_bytes
+
+
+def plan_groups(
+    *,
+    frame_bytes: int,
+    num_examples: int,
+    batch_rows: int,
+    budget: int = DEFAULT_MEMORY_BUDGET,
+    cores: int | None = None,
+) -> GroupPlan:
+    """Block, group and buffer sizes for random-access reads.
+
+    Blocks stay near `RANDOM_BLOCK_BYTES` (small blocks mix better: a batch
+    gathers rows from `group_blocks` places of the split). When a batch is
+    large, a group is one batch and the block size divides it; otherwise a
+    group holds at least `GROUP_MIN_BYTES` and `GROUP_BLOCKS` blocks and is
+    rebatched. There is no shuffle buffer: the budget bounds the groups in
+    flight (see `GroupPlan.bytes_bound`), down to one read and one prefetch.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_MEMORY_BUDGET:
+        raise ReadPlanError(
+            f"memory_budget={budget!r} must be an int of at least {MIN_MEMORY_BUDGET} bytes "
+            "(4 MiB); for example 256 * 2**20."
+        )
+    if batch_rows * frame_bytes >= EXACT_BATCH_BYTES:
+        divisors = [d for d in range(1, batch_rows + 1) if batch_rows % d == 0]
+        block = max([d for d in divisors if d * frame_bytes <= RANDOM_BLOCK_BYTES] or [1])
+        group_blocks, exact = batch_rows // block, True
+    else:
+        block = max(1, min(RANDOM_BLOCK_BYTES // frame_bytes, num_examples))
+        rows = max(batch_rows, GROUP_MIN_BYTES // frame_bytes)
+        group_blocks, exact = max(GROUP_BLOCKS, -(-rows // block)), False
+    group_bytes = block * group_blocks * frame_bytes
+    # Half the budget for rows in flight; the rest is tf.data's and the
+    # consumer's (a batch being trained on, the scratch rows of each read).
+    slots = max(2, (budget // 2) // max(1, group_bytes) - 2)
+    parallel = max(1, min(cores or os.cpu_count() or 1, MAX_PARALLEL_READS, slots // 2))
+    prefetch = max(1, min(4, slots - parallel))
+    return GroupPlan(
+        block_rows=block,
+        group_blocks=group_blocks,
+        exact_batches=exact,
+        parallel_reads=parallel,
+        prefetch_batches=prefetch,
+    )

@@ -1,0 +1,205 @@
+"""Random-access reads (`_rowread`, `_native`): numpy in, numpy out, no TensorFlow."""
+
+import google_crc32c
+import numpy as np
+import pytest
+
+import tfds_bigarrays as tb
+from tfds_bigarrays import _native, _rowread
+from tfds_bigarrays._layout import read_layout
+
+
+def _reader(builder, split="train", **kwargs):
+    layout = read_layout(builder.data_path)
+    reads = [
+        (str(fi.filename), int(fi.skip), int(fi.take), int(fi.examples_in_shard))
+        for fi in builder.info.splits[split].file_instructions
+    ]
+    kwargs.setdefault("verify", True)
+    return _rowread.GroupReader(_rowread.RowSpace.from_reads(reads), layout.codec(), **kwargs)
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """Every kind of feature the reader decodes: raw bytes, bool, uint32, 0-d."""
+    n = 203
+    rng = np.random.default_rng(3)
+    cols = {
+        "img": rng.normal(size=(n, 5, 3)).astype(np.float32),
+        "flag": rng.random((n, 4)) > 0.5,
+        "count": rng.integers(0, 2**32, size=(n, 2), dtype=np.uint32),
+        "label": np.arange(n, dtype=np.int64),
+        "half": rng.normal(size=n).astype(np.float16),
+    }
+    builder = tb.build("mixed", data_dir=tmp_path, splits={"train": cols}, shard_bytes=4000)
+    assert builder.info.splits["train"].num_shards > 3
+    return builder, cols
+
+
+def _as_dict(reader, arrays):
+    return dict(zip(reader.codec.slots, arrays, strict=True))
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 7, 64])
+def test_reads_every_feature_bit_exactly(mixed, block_rows):
+    builder, cols = mixed
+    reader = _reader(builder, block_rows=block_rows)
+    n = len(cols["label"])
+    num_blocks = -(-n // block_rows)
+    got = _as_dict(reader, reader.read(np.arange(num_blocks), np.zeros(0, np.int64)))
+    for name, want in cols.items():
+        assert got[name].dtype == want.dtype and got[name].shape == want.shape
+        assert np.array_equal(got[name], want), name
+        assert got[name].ctypes.data % 64 == 0  # TensorFlow adopts it without a copy
+
+
+def test_blocks_in_any_order_and_rows_permuted_by_key(mixed):
+    builder, cols = mixed
+    reader = _reader(builder, block_rows=5)
+    blocks = np.array([40, 3, 17, 0, 22])  # block 40 is the short last one (rows 200..202)
+    key = np.array([12, -7], np.int64)
+    got = _as_dict(reader, reader.read(blocks, key))
+    rows = np.concatenate([np.arange(b * 5, min(b * 5 + 5, 203)) for b in blocks])
+    assert sorted(got["label"].tolist()) == sorted(rows.tolist())
+    assert got["label"].tolist() != rows.tolist()  # permuted
+    order = got["label"]  # labels are row numbers: every feature moved with its row
+    for name, want in cols.items():
+        assert np.array_equal(got[name], want[order]), name
+    again = _as_dict(reader, reader.read(blocks, key))
+    assert np.array_equal(again["label"], got["label"])  # the key fixes the order
+
+
+def test_row_space_runs_split_blocks_at_read_boundaries():
+    space = _rowread.RowSpace.from_reads([("a", 5, 3, 10), ("b", 0, 4, 4), ("c", 2, 6, 9)])
+    assert space.num_rows == 13
+    reads, rows, counts = space.runs(np.array([0, 8, 2]), np.array([5, 5, 1]))
+    # Block 0 straddles a (shard rows 5..7) and b (rows 0..1); 8..12 is c.
+    assert reads.tolist() == [0, 1, 2, 0]
+    assert rows.tolist() == [5, 0, 3, 7]
+    assert counts.tolist() == [3, 2, 5, 1]
+    assert counts.sum() == 11
+
+
+def test_split_slices_read_only_their_rows(mixed):
+    builder, cols = mixed
+    reader = _reader(builder, split="train[150:175]", block_rows=4)
+    got = _as_dict(reader, reader.read(np.arange(7), np.zeros(0, np.int64)))
+    assert got["label"].tolist() == list(range(150, 175))
+
+
+@pytest.mark.parametrize("where", ["payload", "layout"])
+def test_damage_is_named(mixed, where):
+    builder, _ = mixed
+    shards = sorted(builder.data_path.glob("mixed-train.tfrecord-*"))
+    victim = shards[1]
+    data = bytearray(victim.read_bytes())
+    codec = read_layout(builder.data_path).codec()
+    row = 3  # a payload byte of the 4th row, or the Example framing of the first
+    offset = row * codec.frame_bytes + 12 + codec.slots["img"].start + 5
+    data[12 + 2 if where == "layout" else offset] ^= 0x08
+    victim.write_bytes(bytes(data))
+    reader = _reader(builder, block_rows=8)
+    every_block = np.arange(-(-203 // 8))
+    expect = "CRC32C does not match" if where == "payload" else "does not match the dataset"
+    with pytest.raises(_rowread.ShardReadError, match=f"{victim}.*") as info:
+        reader.read(every_block, np.zeros(0, np.int64))
+    assert expect in str(info.value)
+    assert str(shards[0]) not in str(info.value)
+    unverified = _reader(builder, block_rows=8, verify=False)
+    if where == "layout":  # layout is checked on every read, CRCs only with verify
+        with pytest.raises(_rowread.ShardReadError, match="does not match the dataset"):
+            unverified.read(every_block, np.zeros(0, np.int64))
+    else:
+        unverified.read(every_block, np.zeros(0, np.int64))
+
+
+def test_short_or_missing_shard_is_named(mixed):
+    builder, _ = mixed
+    shards = sorted(builder.data_path.glob("mixed-train.tfrecord-*"))
+    reader = _reader(builder, block_rows=8)
+    every_block = np.arange(-(-203 // 8))
+    shards[-1].write_bytes(shards[-1].read_bytes()[:-10])
+    with pytest.raises(_rowread.ShardReadError, match=f"Shard {shards[-1]} could not be read"):
+        reader.read(every_block, np.zeros(0, np.int64))
+    shards[2].unlink()
+    with pytest.raises(_rowread.ShardReadError, match=f"Shard {shards[2]} is missing"):
+        _reader(builder, block_rows=8).read(every_block, np.zeros(0, np.int64))
+
+
+def test_blocks_past_the_end_are_refused(mixed):
+    builder, _ = mixed
+    with pytest.raises(_rowread.ShardReadError, match="past the split's end"):
+        _reader(builder, block_rows=8).read(np.array([26]), np.zeros(0, np.int64))
+
+
+def test_buffer_pool_reuses_only_unreferenced_buffers():
+    pool = _rowread.BufferPool(limit=2)
+    a = pool.take(1000)
+    address = a.ctypes.data
+    b = pool.take(1000)
+    assert b.ctypes.data != address  # a is still referenced
+    del a
+    c = pool.take(1000)
+    assert c.ctypes.data == address  # recycled
+    view = c[10:20].view(np.uint16)
+    del c
+    d = pool.take(1000)
+    assert d.ctypes.data != address  # a view keeps it alive
+    del view, b, d
+    assert {pool.take(1000).ctypes.data for _ in range(3)} >= {address}
+    assert pool.take(999).size == 999  # other sizes are not confused
+
+
+@pytest.mark.parametrize("software", [False, True])
+@pytest.mark.parametrize(
+    "stride,start,length,rows",
+    [(37, 3, 0, 9), (37, 3, 33, 9), (100, 0, 100, 1), (164, 12, 148, 7), (1029, 12, 1013, 13)],
+)
+def test_crc32c_rows_matches_google_crc32c(software, stride, start, length, rows):
+    data = np.random.default_rng(stride).integers(0, 256, rows * stride, dtype=np.uint8)
+    out = np.empty(rows, np.uint32)
+    _native.crc32c_rows(data, out, stride, start, length, software=software)
+    want = [
+        google_crc32c.value(data[r * stride + start : r * stride + start + length].tobytes())
+        for r in range(rows)
+    ]
+    assert out.tolist() == want
+
+
+def test_native_refuses_bad_geometry():
+    with pytest.raises(ValueError, match="do not fit"):
+        _native.crc32c_rows(np.zeros(10, np.uint8), np.empty(3, np.uint32), 4, 0, 4)
+    segs = np.array([[0, 12, -1], [12, 4, 0], [16, 4, -1]], np.int64)
+    args = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64), 20)
+    out, dest = np.zeros(4, np.uint8), np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="malformed"):
+        _native.read_frames(
+            *args[:2], np.ones(2, np.int64), 20, segs, (out,), dest, np.zeros(16, np.uint8), None
+        )
+    with pytest.raises(ValueError, match="does not fit"):
+        _native.read_frames(
+            *args, segs, (np.zeros(3, np.uint8),), dest, np.zeros(16, np.uint8), None
+        )
+    with pytest.raises(ValueError, match="out of range"):
+        _native.read_frames(
+            *args, segs, (out,), np.array([1], np.int64), np.zeros(16, np.uint8), None
+        )
+
+
+def test_software_and_hardware_crcs_agree_in_scatter_reads(mixed):
+    builder, cols = mixed
+    reader = _reader(builder, block_rows=6)
+    original = _native.read_frames
+    try:
+        _native_calls = []
+
+        def software(*args):
+            _native_calls.append(1)
+            return original(*args, True)
+
+        _rowread._native.read_frames = software  # type: ignore[attr-defined]
+        got = _as_dict(reader, reader.read(np.arange(34), np.array([1, 2], np.int64)))
+    finally:
+        _rowread._native.read_frames = original  # type: ignore[attr-defined]
+    assert _native_calls
+    assert sorted(got["label"].tolist()) == list(range(203))

@@ -1,0 +1,439 @@
+/* The loops of the read path that Python cannot run fast enough.
+
+   read_frames: scatter-read runs of fixed-size TFRecord frames straight
+     into per-feature outputs (rows permuted as asked), and CRC32C each
+     record from where its pieces landed.
+   crc32c_rows: CRC32C of the same byte range of every row of a matrix
+     (the sequential reader's and `verify`'s check).
+
+   Both release the GIL for the whole loop, so several tf.data map threads
+   read and check in parallel. Planning, layout checks and error messages
+   stay in Python: see _rowread.py and _encoding.crc_errors.
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define HAVE_SSE42_PATH 1
+#endif
+
+/* ------------------------------------------------------------- CRC32C */
+
+static uint32_t crc_table[8][256];
+
+static void init_crc_table(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    crc_table[0][i] = c;
+  }
+  for (uint32_t i = 0; i < 256; i++) {
+    for (int t = 1; t < 8; t++) {
+      uint32_t c = crc_table[t - 1][i];
+      crc_table[t][i] = (c >> 8) ^ crc_table[0][c & 0xFF];
+    }
+  }
+}
+
+/* Portable slicing-by-8, for machines without the CRC32 instruction:
+   the CRC32C of the bytes hashed so far (`crc`) extended by p[0..n). */
+static uint32_t crc32c_soft_extend(uint32_t crc, const uint8_t *p, size_t n) {
+  uint32_t c = crc ^ 0xFFFFFFFFu;
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    w ^= c; /* little-endian only: checked in the module init */
+    c = crc_table[7][w & 0xFF] ^ crc_table[6][(w >> 8) & 0xFF] ^
+        crc_table[5][(w >> 16) & 0xFF] ^ crc_table[4][(w >> 24) & 0xFF] ^
+        crc_table[3][(w >> 32) & 0xFF] ^ crc_table[2][(w >> 40) & 0xFF] ^
+        crc_table[1][(w >> 48) & 0xFF] ^ crc_table[0][w >> 56];
+    p += 8;
+    n -= 8;
+  }
+  while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
+  return c ^ 0xFFFFFFFFu;
+}
+
+#ifdef HAVE_SSE42_PATH
+/* Four rows at once: the crc32 instruction has a latency of three cycles
+   but a throughput of one, so four independent streams keep it busy. */
+__attribute__((target("sse4.2"))) static void crc_rows_sse42(const uint8_t *base,
+                                                             Py_ssize_t rows,
+                                                             Py_ssize_t stride,
+                                                             Py_ssize_t length,
+                                                             uint32_t *out) {
+  Py_ssize_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const uint8_t *p0 = base + r * stride, *p1 = p0 + stride, *p2 = p1 + stride,
+                  *p3 = p2 + stride;
+    uint64_t c0 = 0xFFFFFFFFu, c1 = c0, c2 = c0, c3 = c0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= length; i += 8) {
+      uint64_t w0, w1, w2, w3;
+      memcpy(&w0, p0 + i, 8);
+      memcpy(&w1, p1 + i, 8);
+      memcpy(&w2, p2 + i, 8);
+      memcpy(&w3, p3 + i, 8);
+      c0 = _mm_crc32_u64(c0, w0);
+      c1 = _mm_crc32_u64(c1, w1);
+      c2 = _mm_crc32_u64(c2, w2);
+      c3 = _mm_crc32_u64(c3, w3);
+    }
+    uint32_t d0 = (uint32_t)c0, d1 = (uint32_t)c1, d2 = (uint32_t)c2, d3 = (uint32_t)c3;
+    for (; i < length; i++) {
+      d0 = _mm_crc32_u8(d0, p0[i]);
+      d1 = _mm_crc32_u8(d1, p1[i]);
+      d2 = _mm_crc32_u8(d2, p2[i]);
+      d3 = _mm_crc32_u8(d3, p3[i]);
+    }
+    out[r] = d0 ^ 0xFFFFFFFFu;
+    out[r + 1] = d1 ^ 0xFFFFFFFFu;
+    out[r + 2] = d2 ^ 0xFFFFFFFFu;
+    out[r + 3] = d3 ^ 0xFFFFFFFFu;
+  }
+  for (; r < rows; r++) {
+    const uint8_t *p = base + r * stride;
+    uint64_t c = 0xFFFFFFFFu;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= length; i += 8) {
+      uint64_t w;
+      memcpy(&w, p + i, 8);
+      c = _mm_crc32_u64(c, w);
+    }
+    uint32_t d = (uint32_t)c;
+    for (; i < length; i++) d = _mm_crc32_u8(d, p[i]);
+    out[r] = d ^ 0xFFFFFFFFu;
+  }
+}
+#endif
+
+static int use_hardware(void) {
+#ifdef HAVE_SSE42_PATH
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.2") != 0;
+#else
+  return 0;
+#endif
+}
+
+static PyObject *crc32c_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
+  static char *kwlist[] = {"data", "out", "stride", "start", "length", "software", NULL};
+  Py_buffer data, out;
+  Py_ssize_t stride, start, length;
+  int software = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*w*nnn|p", kwlist, &data, &out, &stride,
+                                   &start, &length, &software))
+    return NULL;
+  PyObject *result = NULL;
+  Py_ssize_t rows = out.len / 4;
+  if (stride <= 0 || start < 0 || length < 0 || start + length > stride ||
+      rows * stride > data.len || out.len % 4) {
+    PyErr_Format(PyExc_ValueError,
+                 "crc32c_rows: %zd rows of stride %zd (bytes %zd..%zd) do not fit %zd bytes",
+                 rows, stride, start, start + length, data.len);
+    goto done;
+  }
+  const uint8_t *base = (const uint8_t *)data.buf + start;
+  uint32_t *crcs = (uint32_t *)out.buf;
+  int hw = !software && use_hardware();
+  Py_BEGIN_ALLOW_THREADS;
+#ifdef HAVE_SSE42_PATH
+  if (hw) {
+    crc_rows_sse42(base, rows, stride, length, crcs);
+  } else
+#endif
+  {
+    (void)hw;
+    for (Py_ssize_t r = 0; r < rows; r++) crcs[r] = crc32c_soft_extend(0, base + r * stride, length);
+  }
+  Py_END_ALLOW_THREADS;
+  result = Py_NewRef(Py_None);
+done:
+  PyBuffer_Release(&data);
+  PyBuffer_Release(&out);
+  return result;
+}
+
+/* ------------------------------------------------------------- read_frames */
+
+#define MAX_SEGS 4096
+#define IOV_CHUNK 1024
+
+/* Four-stream CRC32C over the same pieces of four rows (see crc_rows_sse42). */
+typedef struct {
+  const uint8_t *ptr[4];
+} Rows4;
+
+#ifdef HAVE_SSE42_PATH
+__attribute__((target("sse4.2"))) static void crc4_extend(uint32_t c[4], Rows4 rows,
+                                                          Py_ssize_t length) {
+  uint64_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+  Py_ssize_t i = 0;
+  for (; i + 8 <= length; i += 8) {
+    uint64_t w0, w1, w2, w3;
+    memcpy(&w0, rows.ptr[0] + i, 8);
+    memcpy(&w1, rows.ptr[1] + i, 8);
+    memcpy(&w2, rows.ptr[2] + i, 8);
+    memcpy(&w3, rows.ptr[3] + i, 8);
+    c0 = _mm_crc32_u64(c0, w0);
+    c1 = _mm_crc32_u64(c1, w1);
+    c2 = _mm_crc32_u64(c2, w2);
+    c3 = _mm_crc32_u64(c3, w3);
+  }
+  uint32_t d[4] = {(uint32_t)c0, (uint32_t)c1, (uint32_t)c2, (uint32_t)c3};
+  for (; i < length; i++)
+    for (int k = 0; k < 4; k++) d[k] = _mm_crc32_u8(d[k], rows.ptr[k][i]);
+  memcpy(c, d, sizeof d);
+}
+#endif
+
+static PyObject *read_frames(PyObject *self, PyObject *args) {
+  /* read_frames(fds, offsets, counts, frame_bytes, segs, outputs, dest, junk, crcs)
+
+     Reads runs of whole frames (counts[i] frames at offsets[i] of fds[i]),
+     scattering each frame's byte segments straight to their destination:
+     segment j (segs[j] = start, length, target) of source row r goes to
+     row dest[r] of outputs[target] (a buffer of rows of `length` bytes),
+     or, if target < 0, to row r of `junk` (all target<0 segments of a frame
+     back to back). If `crcs` is not None, crcs[r] receives the CRC32C of
+     the frame's record: every segment but the first (the 12-byte length
+     header) and the last (the stored 4-byte CRC). */
+  PyObject *fds_o, *offsets_o, *counts_o, *segs_o, *outputs, *dest_o, *junk_o, *crcs_o;
+  Py_ssize_t frame_bytes;
+  int software = 0;
+  if (!PyArg_ParseTuple(args, "OOOnOO!OOO|p", &fds_o, &offsets_o, &counts_o, &frame_bytes,
+                        &segs_o, &PyTuple_Type, &outputs, &dest_o, &junk_o, &crcs_o, &software))
+    return NULL;
+  Py_buffer fds = {0}, offsets = {0}, counts = {0}, segs = {0}, dest = {0}, junk = {0},
+            crcs = {0};
+  Py_ssize_t n_out = PyTuple_GET_SIZE(outputs);
+  Py_buffer *outs = calloc(n_out ? n_out : 1, sizeof(Py_buffer));
+  struct iovec *iov = malloc(sizeof(struct iovec) * IOV_CHUNK);
+  PyObject *result = NULL;
+  Py_ssize_t n_outs_got = 0;
+  int have_crcs = crcs_o != Py_None;
+  if (!outs || !iov) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  if (PyObject_GetBuffer(fds_o, &fds, PyBUF_SIMPLE) < 0 ||
+      PyObject_GetBuffer(offsets_o, &offsets, PyBUF_SIMPLE) < 0 ||
+      PyObject_GetBuffer(counts_o, &counts, PyBUF_SIMPLE) < 0 ||
+      PyObject_GetBuffer(segs_o, &segs, PyBUF_SIMPLE) < 0 ||
+      PyObject_GetBuffer(dest_o, &dest, PyBUF_SIMPLE) < 0 ||
+      PyObject_GetBuffer(junk_o, &junk, PyBUF_WRITABLE) < 0 ||
+      (have_crcs && PyObject_GetBuffer(crcs_o, &crcs, PyBUF_WRITABLE) < 0))
+    goto done;
+  for (; n_outs_got < n_out; n_outs_got++)
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(outputs, n_outs_got), &outs[n_outs_got],
+                           PyBUF_WRITABLE) < 0)
+      goto done;
+
+  Py_ssize_t k = fds.len / 8, n_segs = segs.len / 24, rows = dest.len / 8;
+  const int64_t *fd = fds.buf, *off = offsets.buf, *cnt = counts.buf, *seg = segs.buf,
+                *dst = dest.buf;
+  if (fds.len % 8 || offsets.len != fds.len || counts.len != fds.len || segs.len % 24 ||
+      dest.len % 8 || n_segs < 2 || n_segs > MAX_SEGS || n_segs > IOV_CHUNK ||
+      (have_crcs && crcs.len != rows * 4)) {
+    PyErr_SetString(PyExc_ValueError, "read_frames: malformed arguments");
+    goto done;
+  }
+  Py_ssize_t total = 0, junk_bytes = 0, pos = 0;
+  for (Py_ssize_t i = 0; i < k; i++) {
+    if (cnt[i] < 0 || off[i] < 0) {
+      PyErr_SetString(PyExc_ValueError, "read_frames: negative offset or count");
+      goto done;
+    }
+    total += cnt[i];
+  }
+  for (Py_ssize_t j = 0; j < n_segs; j++) {
+    int64_t start = seg[3 * j], len = seg[3 * j + 1], t = seg[3 * j + 2];
+    if (start != pos || len <= 0 || t >= n_out ||
+        (t >= 0 && outs[t].len != rows * len)) {
+      PyErr_Format(PyExc_ValueError, "read_frames: segment %zd does not fit", j);
+      goto done;
+    }
+    if (t < 0) junk_bytes += len;
+    pos += len;
+  }
+  if (pos != frame_bytes || total != rows || junk.len != rows * junk_bytes) {
+    PyErr_SetString(PyExc_ValueError, "read_frames: sizes do not add up");
+    goto done;
+  }
+  for (Py_ssize_t r = 0; r < rows; r++) {
+    if (dst[r] < 0 || dst[r] >= rows) {
+      PyErr_SetString(PyExc_ValueError, "read_frames: destination row out of range");
+      goto done;
+    }
+  }
+
+  Py_ssize_t failed = -1, got = 0;
+  int err = 0;
+  uint8_t *junk_base = junk.buf;
+  Py_BEGIN_ALLOW_THREADS;
+  Py_ssize_t row = 0;
+  Py_ssize_t rows_per_call = IOV_CHUNK / n_segs;
+  for (Py_ssize_t i = 0; i < k && failed < 0; i++) {
+    int64_t done_rows = 0;
+    while (done_rows < cnt[i] && failed < 0) {
+      int64_t batch = cnt[i] - done_rows;
+      if (batch > rows_per_call) batch = rows_per_call;
+      int n_iov = 0;
+      for (int64_t r = 0; r < batch; r++) {
+        Py_ssize_t src = row + done_rows + r;
+        uint8_t *j_ptr = junk_base + src * junk_bytes;
+        for (Py_ssize_t j = 0; j < n_segs; j++) {
+          int64_t len = seg[3 * j + 1], t = seg[3 * j + 2];
+          if (t < 0) {
+            iov[n_iov].iov_base = j_ptr;
+            j_ptr += len;
+          } else {
+            iov[n_iov].iov_base = (uint8_t *)outs[t].buf + dst[src] * len;
+          }
+          iov[n_iov].iov_len = (size_t)len;
+          n_iov++;
+        }
+      }
+      /* preadv may stop short (signals, EOF): finish byte by byte. */
+      size_t want = (size_t)(batch * frame_bytes), have = 0;
+      int first = 0;
+      while (have < want) {
+        ssize_t m = preadv((int)fd[i], iov + first, n_iov - first,
+                           (off_t)(off[i] + (done_rows * frame_bytes) + (int64_t)have));
+        if (m < 0 && errno == EINTR) continue;
+        if (m <= 0) {
+          failed = i;
+          got = (Py_ssize_t)(done_rows * frame_bytes + (int64_t)have);
+          err = m < 0 ? errno : 0;
+          break;
+        }
+        have += (size_t)m;
+        while (m > 0) {
+          if ((size_t)m >= iov[first].iov_len) {
+            m -= (ssize_t)iov[first].iov_len;
+            first++;
+          } else {
+            iov[first].iov_base = (uint8_t *)iov[first].iov_base + m;
+            iov[first].iov_len -= (size_t)m;
+            m = 0;
+          }
+        }
+      }
+      done_rows += batch;
+    }
+    row += cnt[i];
+  }
+  if (failed < 0 && have_crcs) {
+    uint32_t *out_crc = crcs.buf;
+#ifdef HAVE_SSE42_PATH
+    int hw = !software && use_hardware();
+#else
+    int hw = 0;
+    (void)software;
+#endif
+    Py_ssize_t r = 0;
+#ifdef HAVE_SSE42_PATH
+    if (hw) {
+      for (; r + 4 <= rows; r += 4) {
+        uint32_t c[4] = {0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu};
+        Py_ssize_t j_off = seg[1]; /* the header is the first junk segment */
+        for (Py_ssize_t j = 1; j + 1 < n_segs; j++) {
+          int64_t len = seg[3 * j + 1], t = seg[3 * j + 2];
+          Rows4 p;
+          for (int q = 0; q < 4; q++) {
+            Py_ssize_t src = r + q;
+            p.ptr[q] = t < 0 ? junk_base + src * junk_bytes + j_off
+                             : (const uint8_t *)outs[t].buf + dst[src] * len;
+          }
+          crc4_extend(c, p, len);
+          if (t < 0) j_off += len;
+        }
+        for (int q = 0; q < 4; q++) out_crc[r + q] = c[q] ^ 0xFFFFFFFFu;
+      }
+    }
+#endif
+    for (; r < rows; r++) {
+      uint32_t c = 0;
+      Py_ssize_t j_off = seg[1];
+      for (Py_ssize_t j = 1; j + 1 < n_segs; j++) {
+        int64_t len = seg[3 * j + 1], t = seg[3 * j + 2];
+        const uint8_t *p = t < 0 ? junk_base + r * junk_bytes + j_off
+                                 : (const uint8_t *)outs[t].buf + dst[r] * len;
+#ifdef HAVE_SSE42_PATH
+        if (hw) {
+          Rows4 same = {{p, p, p, p}};
+          uint32_t c4[4] = {c ^ 0xFFFFFFFFu, 0, 0, 0};
+          c4[1] = c4[2] = c4[3] = c4[0];
+          crc4_extend(c4, same, len);
+          c = c4[0] ^ 0xFFFFFFFFu;
+        } else
+#endif
+          c = crc32c_soft_extend(c, p, (size_t)len);
+        if (t < 0) j_off += len;
+      }
+      out_crc[r] = c;
+    }
+    (void)hw;
+  }
+  Py_END_ALLOW_THREADS;
+  if (failed >= 0) {
+    PyObject *info = Py_BuildValue("(nni)", failed, got, err);
+    if (info) {
+      PyErr_SetObject(PyExc_EOFError, info);
+      Py_DECREF(info);
+    }
+    goto done;
+  }
+  result = Py_NewRef(Py_None);
+done:
+  for (Py_ssize_t i = 0; i < n_outs_got; i++) PyBuffer_Release(&outs[i]);
+  free(outs);
+  free(iov);
+  if (fds.obj) PyBuffer_Release(&fds);
+  if (offsets.obj) PyBuffer_Release(&offsets);
+  if (counts.obj) PyBuffer_Release(&counts);
+  if (segs.obj) PyBuffer_Release(&segs);
+  if (dest.obj) PyBuffer_Release(&dest);
+  if (junk.obj) PyBuffer_Release(&junk);
+  if (crcs.obj) PyBuffer_Release(&crcs);
+  return result;
+}
+
+static PyMethodDef methods[] = {
+    {"crc32c_rows", (PyCFunction)(void (*)(void))crc32c_rows, METH_VARARGS | METH_KEYWORDS,
+     "crc32c_rows(data, out, stride, start, length, software=False)\n\n"
+     "Writes into `out` (uint32 per row) the CRC32C of bytes [start, start+length)\n"
+     "of each row of `data`, rows `stride` bytes apart. Releases the GIL."},
+    {"read_frames", read_frames, METH_VARARGS,
+     "read_frames(fds, offsets, counts, frame_bytes, segs, outputs, dest, junk, crcs,\n"
+     "            software=False)\n\n"
+     "Reads runs of fixed-size frames, scattering each frame's segments straight into\n"
+     "per-feature outputs at permuted rows (see the C source). Releases the GIL."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
+                                    "Read-path loops for tfds_bigarrays.", -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void) {
+  const uint16_t one = 1;
+  if (*(const uint8_t *)&one != 1) {
+    PyErr_SetString(PyExc_ImportError, "tfds_bigarrays._native needs a little-endian machine");
+    return NULL;
+  }
+  init_crc_table();
+  PyObject *m = PyModule_Create(&module);
+  if (m && PyModule_AddIntConstant(m, "HARDWARE_CRC", use_hardware()) < 0) {
+    Py_DECREF(m);
+    return NULL;
+  }
+  return m;
+}

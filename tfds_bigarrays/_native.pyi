@@ -1,0 +1,24 @@
+"""Type stub of the C extension `_native.c` (see its source for the details)."""
+
+from typing import Any
+
+Buffer = Any  # anything with the buffer protocol (numpy arrays here)
+
+HARDWARE_CRC: int
+
+def crc32c_rows(
+    data: Buffer, out: Buffer, stride: int, start: int, length: int, software: bool = ...
+) -> None: ...
+def read_frames(
+    fds: Buffer,
+    offsets: Buffer,
+    counts: Buffer,
+    frame_bytes: int,
+    segs: Buffer,
+    outputs: tuple[Buffer, ...],
+    dest: Buffer,
+    junk: Buffer,
+    crcs: Buffer | None,
+    software: bool = ...,
+    /,
+) -> None: ...

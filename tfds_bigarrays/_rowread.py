@@ -1,0 +1,349 @@
+"""Random-access reads of a split's rows, in numpy (no TensorFlow here).
+
+Every record of a dataset has the same length, so row `i` of a shard sits at
+byte `i * frame_bytes`: a split is one array of rows spread over files, and
+any block of rows can be read with one `pread` at a computed offset. This is
+what lets the reader shuffle whole epochs without a shuffle buffer (it reads
+blocks in a permuted order) and hand TensorFlow each batch after two copies
+(page cache -> frames, frames -> feature columns in permuted order), where
+tf.data's file readers and decoders make five or six.
+
+`GroupReader` is called from a `tf.numpy_function` by several tf.data threads
+at once; its loops (`_native`) release the GIL, its outputs are 64-byte
+aligned so TensorFlow adopts them without a copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+
+from tfds_bigarrays import _native
+from tfds_bigarrays._encoding import BYTES, RecordCodec, _read_fixed_varints, _unmask
+
+_HEADER = 12  # uint64 length + masked crc of it
+_ALIGN = 64  # TensorFlow shares a numpy buffer (no copy) only if it is this aligned
+
+
+class ShardReadError(ValueError):
+    """A shard is shorter than its recorded length, unreadable or corrupt.
+
+    A ValueError, so that inside `tf.numpy_function` it surfaces as
+    `tf.errors.InvalidArgumentError` with this message.
+    """
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RowSpace:
+    """A split's rows as one array: read `i` covers rows [starts[i], starts[i+1]).
+
+    Attributes:
+      filenames: the shard of each read.
+      skips: rows of the shard before the read's first row.
+      starts: cumulative row counts, one longer than `filenames`.
+    """
+
+    filenames: tuple[str, ...]
+    skips: tuple[int, ...]
+    starts: tuple[int, ...]
+
+    @classmethod
+    def from_reads(cls, reads: Sequence[tuple[str, int, int, int]]) -> RowSpace:
+        """From (file, skip, take, rows in shard) reads, in order."""
+        starts = [0]
+        for _, _, take, _ in reads:
+            starts.append(starts[-1] + take)
+        return cls(
+            filenames=tuple(r[0] for r in reads),
+            skips=tuple(r[1] for r in reads),
+            starts=tuple(starts),
+        )
+
+    @property
+    def num_rows(self) -> int:
+        return self.starts[-1]
+
+    def runs(self, first: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Rows [first[j], first[j] + count[j]) as runs inside single reads.
+
+        Returns (read index, row within its shard, rows) per run, in order; a
+        block that straddles two reads becomes two runs.
+        """
+        starts = np.asarray(self.starts, np.int64)
+        skips = np.asarray(self.skips, np.int64)
+        lo = np.asarray(first, np.int64)
+        hi = lo + np.asarray(count, np.int64)
+        read = np.searchsorted(starts, lo, side="right") - 1
+        last = np.searchsorted(starts, np.maximum(hi - 1, lo), side="right") - 1
+        if np.array_equal(read, last):  # the common case: no block straddles
+            return read, lo - starts[read] + skips[read], hi - lo
+        reads, rows, counts = [], [], []
+        for a, b, r0, r1 in zip(
+            lo.tolist(), hi.tolist(), read.tolist(), last.tolist(), strict=True
+        ):
+            for r in range(r0, r1 + 1):
+                s, e = max(a, self.starts[r]), min(b, self.starts[r + 1])
+                if e > s:
+                    reads.append(r)
+                    rows.append(s - self.starts[r] + self.skips[r])
+                    counts.append(e - s)
+        return (
+            np.asarray(reads, np.int64),
+            np.asarray(rows, np.int64),
+            np.asarray(counts, np.int64),
+        )
+
+
+def aligned_empty(
+    shape: Sequence[int], dtype: np.typing.DTypeLike, *, pool: BufferPool | None = None
+) -> np.ndarray:
+    """An uninitialized array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = pool.take(nbytes + _ALIGN) if pool is not None else np.empty(nbytes + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+class BufferPool:
+    """Recycles output buffers once nothing references them any more.
+
+    Outputs go to TensorFlow without a copy, and TensorFlow holds a reference
+    to the numpy buffer until the last tensor using it is freed. A fresh
+    multi-megabyte buffer per group costs a page fault per 4 KiB page (the
+    kernel zeroes each one); a recycled one does not. A buffer is reused only
+    when the pool holds the sole reference, so batches that a caller keeps
+    are never overwritten; past `limit` buffers in use, new ones are plain
+    allocations that the pool does not keep.
+    """
+
+    def __init__(self, *, limit: int) -> None:
+        self._limit = limit
+        self._buffers: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        with self._lock:
+            for buf in self._buffers:
+                # References: the list, `buf`, and getrefcount's argument (no
+                # enumerate(): its cached result tuple would hold one more).
+                if buf.size == nbytes and sys.getrefcount(buf) == 3:
+                    # Claimed while the lock is held: the view taken from it
+                    # raises its count before another thread can look.
+                    return buf[:]
+            buf = np.empty(nbytes, np.uint8)
+            if len(self._buffers) < self._limit:
+                self._buffers.append(buf)
+            return buf
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    start: int  # byte offset in the frame
+    length: int
+    target: int  # index of the direct output it fills, or -1: the junk row
+
+
+class GroupReader:
+    """Reads groups of equal blocks of a split's rows and decodes them.
+
+    Block `j` is rows [j * block_rows, (j + 1) * block_rows) of the split (the
+    last may be shorter). `read(blocks, key)` reads the blocks, checks every
+    frame header and Example layout (and with `verify` every CRC32C), and
+    returns one array per feature (sorted by name), rows in block order, or
+    permuted by a Philox generator keyed by `key` if `key` is not empty.
+
+    Each frame is read with one scatter read: a feature stored as raw bytes
+    goes straight to its row of the output (permuted rows included); the
+    rest of the frame (length header, Example framing, bool and uint32
+    features, CRC) goes to a small per-row "junk" row that is checked and
+    decoded in numpy.
+
+    Thread-safe; file descriptors are opened on first use and closed with
+    the reader.
+    """
+
+    def __init__(
+        self,
+        space: RowSpace,
+        codec: RecordCodec,
+        *,
+        block_rows: int,
+        verify: bool,
+        groups_in_flight: int = 8,
+    ) -> None:
+        self.space = space
+        self.codec = codec
+        self.block_rows = block_rows
+        self.verify = verify
+        self._frame = codec.frame_bytes
+        self._plan_segments()
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._pool = BufferPool(limit=groups_in_flight * len(codec.slots))
+        weakref.finalize(self, _close_all, self._fds)
+
+    def _plan_segments(self) -> None:
+        codec = self.codec
+        pieces: list[tuple[int, int, str | None, np.ndarray | None]] = []
+        for offset, constant in codec._constants:  # noqa: SLF001
+            pieces.append((_HEADER + offset, len(constant), None, constant))
+        self._direct = [
+            name
+            for name, slot in codec.slots.items()
+            if slot.encoding == BYTES and slot.spec.dtype != np.bool_ and slot.stop > slot.start
+        ]
+        for feature, slot in codec.slots.items():
+            pieces.append((_HEADER + slot.start, slot.stop - slot.start, feature, None))
+        pieces.sort(key=lambda p: p[0])
+        segments = [_Segment(0, _HEADER, -1)]  # the length header: outside the CRC
+        junk_pos = _HEADER
+        expected = [np.frombuffer(codec._frame_header.tobytes(), np.uint8)]  # noqa: SLF001
+        expected_at = [np.arange(_HEADER)]
+        self._junk_slots: dict[str, int] = {}
+        for start, length, piece_name, const in pieces:
+            target = self._direct.index(piece_name) if piece_name in self._direct else -1
+            if length == 0:  # a feature of zero-size rows: nothing to read
+                self._junk_slots[str(piece_name)] = junk_pos
+                continue
+            if target < 0:
+                if const is not None:
+                    expected.append(const)
+                    expected_at.append(junk_pos + np.arange(length))
+                else:
+                    self._junk_slots[str(piece_name)] = junk_pos
+                junk_pos += length
+                last = segments[-1]
+                if len(segments) > 1 and last.target < 0 and last.start + last.length == start:
+                    segments[-1] = _Segment(last.start, last.length + length, -1)
+                    continue
+            segments.append(_Segment(start, length, target))
+        segments.append(_Segment(self._frame - 4, 4, -1))  # the stored CRC: its own segment
+        self._crc_at = junk_pos
+        self._junk_bytes = junk_pos + 4
+        self._segments = np.array(
+            [(s.start, s.length, s.target) for s in segments], np.int64
+        ).reshape(-1, 3)
+        self._expected_at = np.concatenate(expected_at).astype(np.intp)
+        self._expected = np.concatenate(expected)
+
+    def _fd(self, read: int) -> int:
+        fd = self._fds.get(read)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(read)
+                if fd is None:
+                    name = self.space.filenames[read]
+                    try:
+                        fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                    except OSError as e:
+                        raise ShardReadError(
+                            f"Shard {name} is missing or unreadable ({e.strerror}). The "
+                            "dataset is incomplete: rebuild it, or restore the shard."
+                        ) from e
+                    self._fds[read] = fd
+        return fd
+
+    def read(self, blocks: np.ndarray, key: np.ndarray) -> list[np.ndarray]:
+        blocks = np.asarray(blocks, np.int64)
+        first = blocks * self.block_rows
+        count = np.minimum(first + self.block_rows, self.space.num_rows) - first
+        if (count <= 0).any():
+            raise ShardReadError(f"Block ids {blocks.tolist()} are past the split's end.")
+        reads, rows, counts = self.space.runs(first, count)
+        n = int(counts.sum())
+        if len(key):
+            philox = np.random.Philox(key=np.asarray(key, np.int64).view(np.uint64))
+            dest = np.random.Generator(philox).permutation(n).astype(np.int64)
+        else:
+            dest = np.arange(n, dtype=np.int64)
+        slots = self.codec.slots
+        direct = [
+            aligned_empty(
+                (n, slots[name].stop - slots[name].start), np.dtype(np.uint8), pool=self._pool
+            )
+            for name in self._direct
+        ]
+        junk = np.empty((n, self._junk_bytes), np.uint8)
+        crcs = np.empty(n, np.uint32) if self.verify else None
+        fds = np.fromiter((self._fd(r) for r in reads.tolist()), np.int64, len(reads))
+        try:
+            _native.read_frames(
+                fds, rows * self._frame, counts, self._frame, self._segments,
+                tuple(direct), dest, junk, crcs,
+            )  # fmt: skip
+        except EOFError as e:
+            run, got, err = e.args
+            name = self.space.filenames[int(reads[run])]
+            why = os.strerror(err) if err else f"it ended {got} bytes into a read"
+            raise ShardReadError(
+                f"Shard {name} could not be read at row {int(rows[run])} ({why}): it was "
+                "truncated or altered after the build. Rebuild the dataset, or restore "
+                "the shard."
+            ) from None
+        self._check(junk, crcs, reads, counts)
+        out = []
+        for name, slot in slots.items():
+            spec = slot.spec
+            if name in self._direct:
+                values = direct[self._direct.index(name)].view(spec.dtype)
+                out.append(values.reshape(n, *spec.shape))
+                continue
+            at = self._junk_slots[name]
+            raw = junk[:, at : at + slot.stop - slot.start]
+            if slot.encoding == BYTES and spec.dtype == np.bool_:
+                decoded = raw != 0  # any non-zero byte is True, as in TF's cast
+            elif slot.encoding == BYTES:  # zero-size rows
+                decoded = np.ascontiguousarray(raw).view(spec.dtype)
+            else:  # uint32 stored as fixed-width varints
+                decoded = _read_fixed_varints(raw, name=name).astype(np.uint32)
+            values = aligned_empty(decoded.shape, decoded.dtype, pool=self._pool)
+            values[dest] = decoded
+            out.append(values.reshape(n, *spec.shape))
+        return out
+
+    def _check(
+        self,
+        junk: np.ndarray,
+        crcs: np.ndarray | None,
+        reads: np.ndarray,
+        counts: np.ndarray,
+    ) -> None:
+        ok = (junk[:, self._expected_at] == self._expected).all(axis=1)
+        if not ok.all():
+            raise ShardReadError(
+                f"tfds_bigarrays: shard {self._names(~ok, reads, counts)} holds a record "
+                "that does not match the dataset's layout (tfds_bigarrays.json); it is "
+                "corrupt or from another dataset. Rebuild the dataset or restore the shard."
+            )
+        if crcs is not None:
+            stored = _unmask(
+                np.ascontiguousarray(junk[:, self._crc_at : self._crc_at + 4]).view("<u4").ravel()
+            )
+            bad = crcs != stored
+            if bad.any():
+                raise ShardReadError(
+                    f"tfds_bigarrays: shard {self._names(bad, reads, counts)} has records "
+                    "whose CRC32C does not match (bit rot or an altered file). Rebuild the "
+                    "dataset or restore the shard."
+                )
+
+    def _names(self, bad: np.ndarray, reads: np.ndarray, counts: np.ndarray) -> str:
+        run_of_row = np.repeat(np.arange(len(reads)), counts)
+        names = sorted({self.space.filenames[int(reads[r])] for r in run_of_row[bad]})
+        return ", ".join(names)
+
+
+def _close_all(fds: dict[int, int]) -> None:
+    for fd in fds.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()

@@ -207,3 +207,55 @@ def test_read_options_validate_the_budget(fresh, monkeypatch):
         _epoch(fresh["data_dir"], shuffle_files=True)
     monkeypatch.setenv("TFDS_BIGARRAYS_MEMORY_BUDGET", str(8 << 20))
     assert sorted(_epoch(fresh["data_dir"], shuffle_files=True).tolist()) == list(range(2000))
+
+
+@pytest.mark.parametrize("access", ["random", "sequential"])
+def test_both_access_paths_read_every_example_once(small_dataset, access):
+    want = sorted(map(bytes, small_dataset["x_train"]))
+    with tb.read_options(access=access):
+        ordered = first_values(load(small_dataset, shuffle_files=False, batch_size=100))
+        ds = load(small_dataset, shuffle_files=True, batch_size=64, as_supervised=True)
+        epoch1, epoch2 = first_values(ds), first_values(ds)
+        sliced = first_values(load(small_dataset, split="train[1000:1500]", batch_size=64))
+    assert ordered == list(map(bytes, small_dataset["x_train"]))
+    assert sorted(epoch1) == sorted(epoch2) == want and epoch1 != epoch2
+    assert sliced == list(map(bytes, small_dataset["x_train"][1000:1500]))
+
+
+def test_access_option_is_checked(small_dataset):
+    with pytest.raises(ValueError, match="access='mmap' is not a way of reading shards"):
+        tb.read_options(access="mmap").__enter__()
+    with tb.read_options(access="random", data_service="grpc://localhost:1"):
+        with pytest.raises(ValueError, match="access='random' cannot read with data_service"):
+            load(small_dataset, shuffle_files=True, batch_size=64)
+
+
+def test_random_access_full_batches_until_the_last(small_dataset):
+    # 3000 rows of 8 float32: groups are rebatched; every batch but the last is full.
+    sizes = [len(b["x"]) for b in tfds.as_numpy(load(small_dataset, batch_size=128))]
+    assert sizes == [128] * 23 + [56]
+
+
+def test_large_rows_read_one_batch_per_group(tmp_path):
+    # 3.2 KB rows: a batch of 100 is one group of blocks (no rebatching); the
+    # short last block comes last, so only the last batch is short.
+    x = np.arange(1003 * 400, dtype=np.float64).reshape(1003, 20, 20)
+    tb.build("wide", data_dir=tmp_path, splits={"train": {"x": x}}, shard_bytes=100_000)
+    rc = tfds.ReadConfig(shuffle_seed=9)
+    ds = tfds.load(
+        "wide", data_dir=tmp_path, split="train", batch_size=100, shuffle_files=True, read_config=rc
+    )
+    batches = [b["x"] for b in tfds.as_numpy(ds)]
+    assert [len(b) for b in batches] == [100] * 10 + [3]
+    ids = np.concatenate([b[:, 0, 0] for b in batches]) // 400
+    assert sorted(ids.tolist()) == list(range(1003))
+    for b in batches:  # rows arrive whole
+        assert np.array_equal(b, x[(b[:, 0, 0] // 400).astype(int)])
+    it = iter(ds)
+    head = [next(it)["x"][:, 0, 0].numpy() for _ in range(4)]
+    path = tf.train.Checkpoint(iterator=it).save(str(tmp_path / "ckpt"))
+    tail = [b["x"][:, 0, 0].numpy() for b in it]
+    resumed = iter(ds)
+    tf.train.Checkpoint(iterator=resumed).restore(path)
+    assert all(map(np.array_equal, tail, [b["x"][:, 0, 0].numpy() for b in resumed]))
+    assert sorted((np.concatenate(head + tail) // 400).tolist()) == list(range(1003))

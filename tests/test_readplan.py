@@ -3,10 +3,13 @@
 import pytest
 
 from tfds_bigarrays._readplan import (
+    GROUP_MIN_BYTES,
     MIN_MEMORY_BUDGET,
+    RANDOM_BLOCK_BYTES,
     ReadPlanError,
     check_shard_sizes,
     pieces,
+    plan_groups,
     plan_memory,
     share_of_reads,
 )
@@ -100,3 +103,36 @@ def test_shard_size_check_names_the_shard(tmp_path):
         check_shard_sizes([(str(good), 0, 10, 10), (str(short), 0, 10, 10)], frame_bytes=10)
     with pytest.raises(ReadPlanError, match=r"missing is missing or unreadable"):
         check_shard_sizes([(str(tmp_path / "missing"), 0, 1, 1)], frame_bytes=10)
+
+
+@pytest.mark.parametrize("frame", [20, 150, 16_438, 300_000, 5 * MiB])
+@pytest.mark.parametrize("batch", [1, 32, 100, 256, 257])
+@pytest.mark.parametrize("budget", [4 * MiB, 128 * MiB, 1024 * MiB])
+def test_group_plan_covers_batches_and_respects_the_budget(frame, batch, budget):
+    plan = plan_groups(frame_bytes=frame, num_examples=10**7, batch_rows=batch, budget=budget)
+    group_bytes = plan.group_rows * frame
+    if plan.exact_batches:
+        assert plan.group_rows == batch  # one group is one batch: no rebatching
+    else:
+        assert plan.group_rows >= batch and plan.group_blocks >= 16
+        assert group_bytes >= min(GROUP_MIN_BYTES, 10**7 * frame) - plan.block_rows * frame
+    assert plan.block_rows * frame <= max(RANDOM_BLOCK_BYTES, frame)
+    assert plan.parallel_reads >= 1 and plan.prefetch_batches >= 1
+    # Within half the budget, unless one read and one prefetch alone exceed it.
+    floor = (1 + 1 + 2) * group_bytes
+    assert plan.bytes_bound(frame) <= max(budget // 2, floor), plan
+
+
+def test_group_plan_is_stable():
+    # Fixed expectations: changing them changes every user's pipeline.
+    image = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2)
+    assert (image.block_rows, image.group_blocks, image.exact_batches) == (4, 64, True)
+    assert (image.parallel_reads, image.prefetch_batches) == (2, 1)
+    small = plan_groups(frame_bytes=150, num_examples=10**6, batch_rows=256, cores=2)
+    assert (small.block_rows, small.group_blocks, small.exact_batches) == (873, 16, False)
+    assert (small.parallel_reads, small.prefetch_batches) == (2, 4)
+
+
+def test_group_plan_refuses_a_tiny_budget():
+    with pytest.raises(ReadPlanError, match="memory_budget=1024 must be"):
+        plan_groups(frame_bytes=100, num_examples=10, batch_rows=4, budget=1024)

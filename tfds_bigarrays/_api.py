@@ -134,7 +134,8 @@ def build(
       version: dataset version, `major.minor.patch`.
       shard_bytes: bound on each shard file's size.
       memory_budget: default bound, in bytes, on the reader's buffers together
-        (shuffle buffer, interleave, prefetch); `ReadOptions` overrides it.
+        (groups being read and prefetched; with sequential access also the
+        shuffle buffer and interleave); `ReadOptions` overrides it.
       permute_seed: write rows in a keyed pseudo-random order instead of array
         order, so that reading with shuffling approaches a full permutation
         every epoch (see README); None keeps array order.

@@ -86,8 +86,8 @@ def _add_build(sub) -> None:
     p.add_argument(
         "--memory-budget",
         default="128MiB",
-        help="default bound on the reader's buffers together: shuffle buffer, "
-        "interleave, prefetch (default 128MiB)",
+        help="default bound on the reader's buffers together: groups being read "
+        "and prefetched (and, with sequential access, the shuffle buffer) (default 128MiB)",
     )
     p.add_argument(
         "--permute",

@@ -196,6 +196,66 @@ __attribute__((target("sse4.2"))) static void crc4_extend(uint32_t c[4], Rows4 r
 }
 #endif
 
+/* CRC32C of the records of source rows [r0, r1), from where their pieces
+   landed (see read_frames). Called right after each read, while the rows are
+   still in the cache. */
+typedef struct {
+  const int64_t *seg;
+  Py_ssize_t n_segs;
+  const Py_buffer *outs;
+  const int64_t *dst;
+  const uint8_t *junk;
+  Py_ssize_t junk_bytes;
+  uint32_t *out_crc;
+  int hw;
+} CrcJob;
+
+static const uint8_t *piece(const CrcJob *job, Py_ssize_t src, Py_ssize_t j, Py_ssize_t j_off) {
+  int64_t len = job->seg[3 * j + 1], t = job->seg[3 * j + 2];
+  return t < 0 ? job->junk + src * job->junk_bytes + j_off
+               : (const uint8_t *)job->outs[t].buf + job->dst[src] * len;
+}
+
+static void crc_records(const CrcJob *job, Py_ssize_t r0, Py_ssize_t r1) {
+  const int64_t *seg = job->seg;
+  Py_ssize_t r = r0;
+#ifdef HAVE_SSE42_PATH
+  if (job->hw) {
+    for (; r + 4 <= r1; r += 4) {
+      uint32_t c[4] = {0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu};
+      Py_ssize_t j_off = seg[1]; /* the header is the first junk segment */
+      for (Py_ssize_t j = 1; j + 1 < job->n_segs; j++) {
+        Rows4 p;
+        for (int q = 0; q < 4; q++) p.ptr[q] = piece(job, r + q, j, j_off);
+        crc4_extend(c, p, seg[3 * j + 1]);
+        if (seg[3 * j + 2] < 0) j_off += seg[3 * j + 1];
+      }
+      for (int q = 0; q < 4; q++) job->out_crc[r + q] = c[q] ^ 0xFFFFFFFFu;
+    }
+  }
+#endif
+  for (; r < r1; r++) {
+    uint32_t c = 0;
+    Py_ssize_t j_off = seg[1];
+    for (Py_ssize_t j = 1; j + 1 < job->n_segs; j++) {
+      const uint8_t *p = piece(job, r, j, j_off);
+      int64_t len = seg[3 * j + 1];
+#ifdef HAVE_SSE42_PATH
+      if (job->hw) {
+        Rows4 same = {{p, p, p, p}};
+        uint32_t c4[4];
+        c4[0] = c4[1] = c4[2] = c4[3] = c ^ 0xFFFFFFFFu;
+        crc4_extend(c4, same, len);
+        c = c4[0] ^ 0xFFFFFFFFu;
+      } else
+#endif
+        c = crc32c_soft_extend(c, p, (size_t)len);
+      if (seg[3 * j + 2] < 0) j_off += len;
+    }
+    job->out_crc[r] = c;
+  }
+}
+
 static PyObject *read_frames(PyObject *self, PyObject *args) {
   /* read_frames(fds, offsets, counts, frame_bytes, segs, outputs, dest, junk, crcs)
 
@@ -279,9 +339,21 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   Py_ssize_t failed = -1, got = 0;
   int err = 0;
   uint8_t *junk_base = junk.buf;
+#ifdef HAVE_SSE42_PATH
+  int hw = !software && use_hardware();
+#else
+  int hw = 0;
+  (void)software;
+#endif
+  CrcJob job = {seg, n_segs, outs, dst, junk_base, junk_bytes,
+                have_crcs ? (uint32_t *)crcs.buf : NULL, hw};
   Py_BEGIN_ALLOW_THREADS;
   Py_ssize_t row = 0;
+  /* Rows per preadv: what IOV_MAX allows, and at most ~256 KiB, so that the
+     CRC pass after each read finds the rows still in the cache. */
   Py_ssize_t rows_per_call = IOV_CHUNK / n_segs;
+  if (rows_per_call * frame_bytes > (256 << 10)) rows_per_call = (256 << 10) / frame_bytes;
+  if (rows_per_call < 1) rows_per_call = 1;
   for (Py_ssize_t i = 0; i < k && failed < 0; i++) {
     int64_t done_rows = 0;
     while (done_rows < cnt[i] && failed < 0) {
@@ -328,61 +400,11 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
           }
         }
       }
+      if (failed < 0 && have_crcs)
+        crc_records(&job, row + done_rows, row + done_rows + batch);
       done_rows += batch;
     }
     row += cnt[i];
-  }
-  if (failed < 0 && have_crcs) {
-    uint32_t *out_crc = crcs.buf;
-#ifdef HAVE_SSE42_PATH
-    int hw = !software && use_hardware();
-#else
-    int hw = 0;
-    (void)software;
-#endif
-    Py_ssize_t r = 0;
-#ifdef HAVE_SSE42_PATH
-    if (hw) {
-      for (; r + 4 <= rows; r += 4) {
-        uint32_t c[4] = {0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu};
-        Py_ssize_t j_off = seg[1]; /* the header is the first junk segment */
-        for (Py_ssize_t j = 1; j + 1 < n_segs; j++) {
-          int64_t len = seg[3 * j + 1], t = seg[3 * j + 2];
-          Rows4 p;
-          for (int q = 0; q < 4; q++) {
-            Py_ssize_t src = r + q;
-            p.ptr[q] = t < 0 ? junk_base + src * junk_bytes + j_off
-                             : (const uint8_t *)outs[t].buf + dst[src] * len;
-          }
-          crc4_extend(c, p, len);
-          if (t < 0) j_off += len;
-        }
-        for (int q = 0; q < 4; q++) out_crc[r + q] = c[q] ^ 0xFFFFFFFFu;
-      }
-    }
-#endif
-    for (; r < rows; r++) {
-      uint32_t c = 0;
-      Py_ssize_t j_off = seg[1];
-      for (Py_ssize_t j = 1; j + 1 < n_segs; j++) {
-        int64_t len = seg[3 * j + 1], t = seg[3 * j + 2];
-        const uint8_t *p = t < 0 ? junk_base + r * junk_bytes + j_off
-                                 : (const uint8_t *)outs[t].buf + dst[r] * len;
-#ifdef HAVE_SSE42_PATH
-        if (hw) {
-          Rows4 same = {{p, p, p, p}};
-          uint32_t c4[4] = {c ^ 0xFFFFFFFFu, 0, 0, 0};
-          c4[1] = c4[2] = c4[3] = c4[0];
-          crc4_extend(c4, same, len);
-          c = c4[0] ^ 0xFFFFFFFFu;
-        } else
-#endif
-          c = crc32c_soft_extend(c, p, (size_t)len);
-        if (t < 0) j_off += len;
-      }
-      out_crc[r] = c;
-    }
-    (void)hw;
   }
   Py_END_ALLOW_THREADS;
   if (failed >= 0) {

@@ -15,7 +15,8 @@ class ReadOptions:
 
     Attributes:
       memory_budget: bytes that the pipeline's buffers may hold together
-        (shuffle buffer, interleave, groups, prefetch, tf.data autotuning).
+        (groups being read, prefetched batches; with sequential access also
+        the shuffle buffer, interleave and tf.data autotuning).
         None: the value recorded at build time (`--memory-budget`), else the
         environment variable TFDS_BIGARRAYS_MEMORY_BUDGET, else 128 MiB.
       verify_checksums: check every record's CRC32C while reading (as

@@ -127,13 +127,21 @@ class BufferPool:
         self._limit = limit
         self._buffers: list[np.ndarray] = []
         self._lock = threading.Lock()
+        # The count getrefcount reports, in `_free`'s own loop, for a buffer
+        # that only the pool holds (3 on CPython 3.11: the list, the loop
+        # variable, the argument). Measured rather than assumed, so that an
+        # interpreter that counts differently never hands out a buffer in use.
+        self._free_refs = self._refcounts([np.empty(1, np.uint8)])[0]
+
+    @staticmethod
+    def _refcounts(buffers: list[np.ndarray]) -> list[int]:
+        return [sys.getrefcount(buf) for buf in buffers]
 
     def take(self, nbytes: int) -> np.ndarray:
         with self._lock:
-            for buf in self._buffers:
-                # References: the list, `buf`, and getrefcount's argument (no
-                # enumerate(): its cached result tuple would hold one more).
-                if buf.size == nbytes and sys.getrefcount(buf) == 3:
+            counts = self._refcounts(self._buffers)
+            for buf, count in zip(self._buffers, counts, strict=True):
+                if buf.size == nbytes and count <= self._free_refs:
                     # Claimed while the lock is held: the view taken from it
                     # raises its count before another thread can look.
                     return buf[:]
@@ -185,6 +193,7 @@ class GroupReader:
         self._frame = codec.frame_bytes
         self._plan_segments()
         self._fds: dict[int, int] = {}
+        self._fd_of_read = np.full(len(space.filenames), -1, np.int64)
         self._lock = threading.Lock()
         self._pool = BufferPool(limit=groups_in_flight * len(codec.slots))
         weakref.finalize(self, _close_all, self._fds)
@@ -248,6 +257,7 @@ class GroupReader:
                             "dataset is incomplete: rebuild it, or restore the shard."
                         ) from e
                     self._fds[read] = fd
+                    self._fd_of_read[read] = fd
         return fd
 
     def read(self, blocks: np.ndarray, key: np.ndarray) -> list[np.ndarray]:
@@ -272,7 +282,11 @@ class GroupReader:
         ]
         junk = np.empty((n, self._junk_bytes), np.uint8)
         crcs = np.empty(n, np.uint32) if self.verify else None
-        fds = np.fromiter((self._fd(r) for r in reads.tolist()), np.int64, len(reads))
+        fds = self._fd_of_read[reads]
+        if (fds < 0).any():
+            for r in np.unique(reads[fds < 0]).tolist():
+                self._fd(r)
+            fds = self._fd_of_read[reads]
         try:
             _native.read_frames(
                 fds, rows * self._frame, counts, self._frame, self._segments,

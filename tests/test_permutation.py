@@ -56,3 +56,12 @@ def test_permuted_build_refuses_forward_only_sources(tmp_path):
             permute_seed=1,
         )
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("n,seed", [(1, 0), (2, 3), (5000, 5), (10**9 + 7, 2**62), (3, 1)])
+def test_c_permutation_matches_its_numpy_twin(n, seed):
+    perm = Permutation(n=n, seed=seed)
+    idx = np.random.default_rng(n).integers(0, n, 1000)
+    assert np.array_equal(perm(idx), perm.reference(idx))
+    with pytest.raises(ValueError, match=f"indices must be < n={n}"):
+        perm(np.array([n]))

@@ -237,49 +237,28 @@ def _random_access(reads: list[tuple[str, int, int, int]], options: ReadOptions)
 
 def _random_groups(
     reader: _rowread.GroupReader,
-    plan: _readplan.GroupPlan,
     *,
-    shuffle: bool,
+    parallel_reads: int,
     seed: int | None,
     reshuffle: bool,
     structure: Callable[[dict[str, tf.Tensor]], Any],
 ) -> tf.data.Dataset:
     """Decoded groups of rows, read at computed offsets by `reader`.
 
-    Shuffled, an epoch is a permutation of all full blocks (computed index by
-    index with `index_shuffle`: no buffer, no table), then the short last
-    block if any; each group's rows are permuted too (a Philox key per group
-    derived from the epoch seed). The state of an iterator is a position in
-    the (epoch seed, group) stream, so checkpoints resume exactly.
-
-    Everything per group happens in one map function: each function of a
-    pipeline is instantiated (graph passes included) for every new iterator,
-    i.e. every epoch, which cost 5% of a short epoch with four of them.
+    The pipeline is a stream of (epoch seed, group index) pairs mapped by one
+    `tf.numpy_function` call to `reader.read_group`, which does the rest in
+    numpy (see there): shuffled, an epoch is a keyed permutation of all full
+    blocks (no buffer, no table) with each group's rows permuted too. An
+    iterator's state is its position in that stream, so checkpoints resume
+    exactly. One small function: a pipeline's functions are instantiated,
+    graph passes included, for every new iterator, i.e. every epoch.
     """
-    n = reader.space.num_rows
-    b = plan.block_rows
-    full, num_blocks = n // b, -(-n // b)
-    group = plan.group_blocks
-    num_groups = -(-num_blocks // group)
     specs = [slot.spec for slot in reader.codec.slots.values()]
     names = list(reader.codec.slots)
     dtypes = [tf.as_dtype(spec.dtype) for spec in specs]
 
-    def read_group(epoch_seed: tf.Tensor, g: tf.Tensor) -> Any:
-        # Positions g*group.. of the epoch; shuffled, position p < full holds
-        # full block index_shuffle(p), and the short last block stays last.
-        positions = tf.range(g * group, tf.minimum((g + 1) * group, num_blocks))
-        key = tf.zeros([0], tf.int64)
-        if shuffle:
-            if full > 1:
-                shuffled = tf.random.experimental.index_shuffle(
-                    tf.minimum(positions, full - 1),
-                    tf.stack([epoch_seed, tf.constant(0x5EED, tf.int64)]),
-                    full - 1,
-                )
-                positions = tf.where(positions < full, shuffled, positions)
-            key = tf.stack([epoch_seed, g])
-        arrays = tf.numpy_function(reader.read, [positions, key], dtypes, stateful=False)
+    def read_group(epoch_seed: tf.Tensor, group: tf.Tensor) -> Any:
+        arrays = tf.numpy_function(reader.read_group, [group, epoch_seed], dtypes, stateful=False)
         return structure(
             {
                 name: tf.ensure_shape(a, [None, *spec.shape])
@@ -287,7 +266,8 @@ def _random_groups(
             }
         )
 
-    if shuffle:
+    num_groups = reader.num_groups
+    if reader.shuffle:
         # One seed per epoch (per iterator), the same for all its groups.
         seeds = (
             tf.data.Dataset.random(seed=_seed(seed, 0), rerandomize_each_iteration=reshuffle)
@@ -298,7 +278,7 @@ def _random_groups(
     else:
         seeds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat(num_groups)
     pairs = tf.data.Dataset.zip(seeds, tf.data.Dataset.range(num_groups))
-    return pairs.map(read_group, num_parallel_calls=plan.parallel_reads, deterministic=True)
+    return pairs.map(read_group, num_parallel_calls=parallel_reads, deterministic=True)
 
 
 def as_dataset(
@@ -378,11 +358,12 @@ def as_dataset(
                     _rowread.RowSpace.from_reads(reads),
                     codec,
                     block_rows=groups.block_rows,
+                    group_blocks=groups.group_blocks,
+                    shuffle=shuffle_files,
                     verify=verify,
                     groups_in_flight=groups.groups_in_flight,
                 ),
-                groups,
-                shuffle=shuffle_files,
+                parallel_reads=groups.parallel_reads,
                 seed=seed,
                 reshuffle=reshuffle,
                 structure=structure,

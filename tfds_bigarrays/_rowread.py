@@ -26,8 +26,10 @@ import numpy as np
 
 from tfds_bigarrays import _native
 from tfds_bigarrays._encoding import BYTES, RecordCodec, _read_fixed_varints, _unmask
+from tfds_bigarrays._permutation import Permutation
 
 _HEADER = 12  # uint64 length + masked crc of it
+_SEED_MASK = (1 << 63) - 1
 _ALIGN = 64  # TensorFlow shares a numpy buffer (no copy) only if it is this aligned
 
 
@@ -184,12 +186,18 @@ class GroupReader:
         *,
         block_rows: int,
         verify: bool,
+        group_blocks: int = 16,
+        shuffle: bool = False,
         groups_in_flight: int = 8,
     ) -> None:
         self.space = space
         self.codec = codec
         self.block_rows = block_rows
         self.verify = verify
+        self.group_blocks = group_blocks
+        self.shuffle = shuffle
+        self.num_blocks = -(-space.num_rows // block_rows)
+        self.num_groups = -(-self.num_blocks // group_blocks)
         self._frame = codec.frame_bytes
         self._plan_segments()
         self._fds: dict[int, int] = {}
@@ -259,6 +267,34 @@ class GroupReader:
                     self._fds[read] = fd
                     self._fd_of_read[read] = fd
         return fd
+
+    def read_group(self, group: np.integer | int, epoch_seed: np.integer | int) -> list[np.ndarray]:
+        """Group `group` of an epoch: its blocks, then rows, in epoch order.
+
+        Unshuffled, group g is blocks g*group_blocks.. in stored order.
+        Shuffled, position p of the epoch holds full block `Permutation(p)`
+        (keyed by the epoch seed; the short last block, if any, stays last)
+        and the group's rows are permuted by a key of (epoch seed, group).
+        All stateless: any group of any epoch can be read again exactly,
+        which is what makes checkpoints of the pipeline exact.
+        """
+        group = int(group)
+        if not 0 <= group < self.num_groups:
+            raise ShardReadError(f"group={group} is not in [0, {self.num_groups}).")
+        positions = np.arange(
+            group * self.group_blocks,
+            min((group + 1) * self.group_blocks, self.num_blocks),
+            dtype=np.int64,
+        )
+        if not self.shuffle:
+            return self.read(positions, np.zeros(0, np.int64))
+        seed = int(epoch_seed) & _SEED_MASK
+        full = self.space.num_rows // self.block_rows
+        blocks = positions.copy()
+        inside = positions < full
+        if full > 1:
+            blocks[inside] = Permutation(n=full, seed=seed)(positions[inside])
+        return self.read(blocks, np.array([seed, group], np.int64))
 
     def read(self, blocks: np.ndarray, key: np.ndarray) -> list[np.ndarray]:
         blocks = np.asarray(blocks, np.int64)

@@ -35,6 +35,9 @@ class Permutation:
 
     n: int
     seed: int
+    _round_keys: tuple[int, ...] = dataclasses.field(
+        init=False, repr=False, compare=False, default=()
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

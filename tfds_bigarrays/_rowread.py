@@ -4,9 +4,10 @@ Every record of a dataset has the same length, so row `i` of a shard sits at
 byte `i * frame_bytes`: a split is one array of rows spread over files, and
 any block of rows can be read with one `pread` at a computed offset. This is
 what lets the reader shuffle whole epochs without a shuffle buffer (it reads
-blocks in a permuted order) and hand TensorFlow each batch after two copies
-(page cache -> frames, frames -> feature columns in permuted order), where
-tf.data's file readers and decoders make five or six.
+blocks in a permuted order) and hand TensorFlow each batch after one copy: a
+scatter read puts each feature's bytes straight from the page cache into its
+(permuted) row of the batch, where tf.data's file readers and decoders made
+five or six copies.
 
 `GroupReader` is called from a `tf.numpy_function` by several tf.data threads
 at once; its loops (`_native`) release the GIL, its outputs are 64-byte

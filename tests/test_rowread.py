@@ -133,7 +133,7 @@ def test_blocks_past_the_end_are_refused(mixed):
 
 
 def test_buffer_pool_reuses_only_unreferenced_buffers():
-    pool = _rowread.BufferPool(limit=2)
+    pool = _rowread.BufferPool(limit_bytes=3000)
     a = pool.take(1000)
     address = a.ctypes.data
     b = pool.take(1000)
@@ -148,6 +148,53 @@ def test_buffer_pool_reuses_only_unreferenced_buffers():
     del view, b, d
     assert {pool.take(1000).ctypes.data for _ in range(3)} >= {address}
     assert pool.take(999).size == 999  # other sizes are not confused
+
+
+def test_buffer_pool_stays_within_its_bytes():
+    pool = _rowread.BufferPool(limit_bytes=3000)
+    held = [pool.take(1000) for _ in range(5)]  # in use: never dropped, not all kept
+    assert sum(b.size for b in pool._buffers) <= 3000
+    del held
+    big = pool.take(2500)  # free buffers make room, least recently used first
+    assert sum(b.size for b in pool._buffers) <= 3000
+    assert any(b.ctypes.data == big.ctypes.data for b in pool._buffers)
+    pool.reserve(10_000)
+    keep = [pool.take(2000) for _ in range(4)]
+    assert sum(b.size for b in pool._buffers) <= 10_000 and len(keep) == 4
+
+
+def test_open_shards_are_bounded_and_never_closed_in_use(tmp_path):
+    import os
+
+    names = []
+    for i in range(6):
+        (tmp_path / f"s{i}").write_bytes(b"x" * 10)
+        names.append(str(tmp_path / f"s{i}"))
+    shards = _rowread._OpenShards(limit=2)
+    in_use = shards.acquire(1, [0, 1, 2], names)  # over the limit while in use
+    assert len(shards._open) == 3
+    other = shards.acquire(2, [0], names)  # another reader: its own descriptor
+    assert other[0] != in_use[0]
+    for fd in in_use.values():
+        os.fstat(fd)  # still open
+    shards.release(1, [0, 1, 2])
+    shards.release(2, [0])
+    assert len(shards._open) == 2  # idle ones closed, least recently used first
+    with pytest.raises(OSError):
+        os.fstat(in_use[0])
+    with pytest.raises(_rowread.ShardReadError, match="is missing or unreadable"):
+        shards.acquire(1, [5], names[:5] + [str(tmp_path / "gone")])
+    assert not shards._users  # a failed acquire holds nothing
+
+
+def test_readers_do_not_accumulate_descriptors(mixed):
+    import os
+
+    builder, _ = mixed
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(40):  # TensorFlow keeps readers alive: each must not hold files
+        _reader(builder, block_rows=8).read(np.arange(26), np.zeros(0, np.int64))
+    assert len(os.listdir("/proc/self/fd")) - before <= _rowread.SHARDS._limit
 
 
 @pytest.mark.parametrize("software", [False, True])
@@ -167,23 +214,64 @@ def test_crc32c_rows_matches_google_crc32c(software, stride, start, length, rows
 
 
 def test_native_refuses_bad_geometry():
+    # Each of these once passed validation and wrote or read out of bounds.
     with pytest.raises(ValueError, match="do not fit"):
         _native.crc32c_rows(np.zeros(10, np.uint8), np.empty(3, np.uint32), 4, 0, 4)
+    with pytest.raises(ValueError, match="do not fit"):  # start + length overflows
+        _native.crc32c_rows(np.zeros(16, np.uint8), np.empty(1, np.uint32), 16, 2**63 - 1, 1)
+    with pytest.raises(ValueError, match="do not fit"):  # rows * stride overflows
+        _native.crc32c_rows(np.zeros(16, np.uint8), np.empty(4, np.uint32), 2**62, 0, 1)
+
     segs = np.array([[0, 12, -1], [12, 4, 0], [16, 4, -1]], np.int64)
-    args = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1, np.int64), 20)
-    out, dest = np.zeros(4, np.uint8), np.zeros(1, np.int64)
+    one = np.ones(1, np.int64)
+
+    def call(*, fds=None, offsets=None, counts=one, segs=segs, out=None, dest=None, junk=None):
+        _native.read_frames(
+            np.zeros(1, np.int64) if fds is None else fds,
+            np.zeros(1, np.int64) if offsets is None else offsets,
+            counts, 20, segs,
+            (np.zeros(4, np.uint8) if out is None else out,),
+            np.zeros(1, np.int64) if dest is None else dest,
+            np.zeros(16, np.uint8) if junk is None else junk,
+            None,
+        )  # fmt: skip
+
     with pytest.raises(ValueError, match="malformed"):
-        _native.read_frames(
-            *args[:2], np.ones(2, np.int64), 20, segs, (out,), dest, np.zeros(16, np.uint8), None
-        )
+        call(counts=np.ones(2, np.int64))
     with pytest.raises(ValueError, match="does not fit"):
-        _native.read_frames(
-            *args, segs, (np.zeros(3, np.uint8),), dest, np.zeros(16, np.uint8), None
+        call(out=np.zeros(3, np.uint8))
+    with pytest.raises(ValueError, match="out of range"):  # the row count sum overflows
+        call(
+            fds=np.zeros(4, np.int64),
+            offsets=np.zeros(4, np.int64),
+            counts=np.full(4, 2**62, np.int64),
+            dest=np.zeros(0, np.int64),
+            junk=np.zeros(0, np.uint8),
         )
-    with pytest.raises(ValueError, match="out of range"):
-        _native.read_frames(
-            *args, segs, (out,), np.array([1], np.int64), np.zeros(16, np.uint8), None
+    with pytest.raises(ValueError, match="first segment must be the 12-byte header"):
+        call(
+            segs=np.array([[0, 12, 0], [12, 4, -1], [16, 4, -1]], np.int64),
+            out=np.zeros(12, np.uint8),
         )
+    with pytest.raises(ValueError, match="permutation"):
+        call(dest=np.array([1], np.int64))
+    two = dict(
+        counts=np.array([2], np.int64),
+        out=np.zeros(8, np.uint8),
+        junk=np.zeros(32, np.uint8),
+    )
+    with pytest.raises(ValueError, match="permutation"):  # a row written twice, one never
+        call(dest=np.array([0, 0], np.int64), **two)
+
+
+def test_many_features_are_read(tmp_path):
+    # More raw features than one preadv's iovecs allow (1024 per call, two or
+    # so per feature): the small ones are read to the junk row instead.
+    cols = {f"f{i:03d}": np.full((5, 2), i, np.int16) for i in range(600)}
+    builder = tb.build("many", data_dir=tmp_path, splits={"train": cols})
+    reader = _reader(builder, block_rows=2)
+    got = _as_dict(reader, reader.read(np.arange(3), np.zeros(0, np.int64)))
+    assert all(np.array_equal(got[k], v) for k, v in cols.items())
 
 
 def test_software_and_hardware_crcs_agree_in_scatter_reads(mixed):
@@ -203,3 +291,15 @@ def test_software_and_hardware_crcs_agree_in_scatter_reads(mixed):
         _rowread._native.read_frames = original  # type: ignore[attr-defined]
     assert _native_calls
     assert sorted(got["label"].tolist()) == list(range(203))
+
+
+def test_malformed_uint32_is_named_without_crcs(mixed):
+    builder, _ = mixed
+    shards = sorted(builder.data_path.glob("mixed-train.tfrecord-*"))
+    codec = read_layout(builder.data_path).codec()
+    data = bytearray(shards[2].read_bytes())
+    data[codec.frame_bytes + 12 + codec.slots["count"].start] &= 0x7F  # a continuation bit
+    shards[2].write_bytes(bytes(data))
+    reader = _reader(builder, block_rows=8, verify=False)
+    with pytest.raises(_rowread.ShardReadError, match=f"shard {shards[2]}: Feature 'count'"):
+        reader.read(np.arange(26), np.zeros(0, np.int64))

@@ -134,9 +134,10 @@ static PyObject *crc32c_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
                                    &start, &length, &software))
     return NULL;
   PyObject *result = NULL;
-  Py_ssize_t rows = out.len / 4;
-  if (stride <= 0 || start < 0 || length < 0 || start + length > stride ||
-      rows * stride > data.len || out.len % 4) {
+  Py_ssize_t rows = out.len / 4, end, span;
+  if (stride <= 0 || start < 0 || length < 0 || __builtin_add_overflow(start, length, &end) ||
+      end > stride || __builtin_mul_overflow(rows, stride, &span) || span > data.len ||
+      out.len % 4) {
     PyErr_Format(PyExc_ValueError,
                  "crc32c_rows: %zd rows of stride %zd (bytes %zd..%zd) do not fit %zd bytes",
                  rows, stride, start, start + length, data.len);
@@ -278,6 +279,8 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   Py_ssize_t n_out = PyTuple_GET_SIZE(outputs);
   Py_buffer *outs = calloc(n_out ? n_out : 1, sizeof(Py_buffer));
   struct iovec *iov = malloc(sizeof(struct iovec) * IOV_CHUNK);
+  int64_t *idx = NULL;
+  uint8_t *seen = NULL;
   PyObject *result = NULL;
   Py_ssize_t n_outs_got = 0;
   int have_crcs = crcs_o != Py_None;
@@ -299,41 +302,67 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
       goto done;
 
   Py_ssize_t k = fds.len / 8, n_segs = segs.len / 24, rows = dest.len / 8;
-  const int64_t *fd = fds.buf, *off = offsets.buf, *cnt = counts.buf, *seg = segs.buf,
-                *dst = dest.buf;
   if (fds.len % 8 || offsets.len != fds.len || counts.len != fds.len || segs.len % 24 ||
       dest.len % 8 || n_segs < 2 || n_segs > MAX_SEGS || n_segs > IOV_CHUNK ||
-      (have_crcs && crcs.len != rows * 4)) {
+      frame_bytes <= 0 || (have_crcs && crcs.len != rows * 4)) {
     PyErr_SetString(PyExc_ValueError, "read_frames: malformed arguments");
     goto done;
   }
-  Py_ssize_t total = 0, junk_bytes = 0, pos = 0;
+  /* Private copies of the index arrays: the caller's could change while the
+     GIL is released, after they were checked. */
+  idx = malloc(sizeof(int64_t) * (size_t)(4 * k + 3 * n_segs + rows + 1));
+  seen = calloc((size_t)rows + 1, 1);
+  if (!idx || !seen) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  int64_t *fd = idx, *off = fd + k, *cnt = off + k, *seg = cnt + k, *dst = seg + 3 * n_segs;
+  memcpy(fd, fds.buf, (size_t)fds.len);
+  memcpy(off, offsets.buf, (size_t)offsets.len);
+  memcpy(cnt, counts.buf, (size_t)counts.len);
+  memcpy(seg, segs.buf, (size_t)segs.len);
+  memcpy(dst, dest.buf, (size_t)dest.len);
+
+  int64_t total = 0, junk_bytes = 0, pos = 0, bytes;
   for (Py_ssize_t i = 0; i < k; i++) {
-    if (cnt[i] < 0 || off[i] < 0) {
-      PyErr_SetString(PyExc_ValueError, "read_frames: negative offset or count");
+    if (cnt[i] < 0 || off[i] < 0 || fd[i] < 0 || fd[i] > INT_MAX ||
+        __builtin_add_overflow(total, cnt[i], &total) ||
+        __builtin_mul_overflow(cnt[i], (int64_t)frame_bytes, &bytes) ||
+        __builtin_add_overflow(off[i], bytes, &bytes)) {
+      PyErr_Format(PyExc_ValueError, "read_frames: read %zd is out of range", i);
       goto done;
     }
-    total += cnt[i];
   }
   for (Py_ssize_t j = 0; j < n_segs; j++) {
     int64_t start = seg[3 * j], len = seg[3 * j + 1], t = seg[3 * j + 2];
-    if (start != pos || len <= 0 || t >= n_out ||
-        (t >= 0 && outs[t].len != rows * len)) {
+    if (start != pos || len <= 0 || t >= n_out || t < -1 ||
+        (t >= 0 && (__builtin_mul_overflow((int64_t)rows, len, &bytes) || outs[t].len != bytes)) ||
+        __builtin_add_overflow(pos, len, &pos) || (t < 0 && __builtin_add_overflow(junk_bytes, len, &junk_bytes))) {
       PyErr_Format(PyExc_ValueError, "read_frames: segment %zd does not fit", j);
       goto done;
     }
-    if (t < 0) junk_bytes += len;
-    pos += len;
   }
-  if (pos != frame_bytes || total != rows || junk.len != rows * junk_bytes) {
+  /* The CRC covers the record: everything but the 12-byte length header
+     (the first segment) and the 4-byte stored CRC (the last). */
+  if (seg[0] != 0 || seg[1] != 12 || seg[2] != -1 || seg[3 * (n_segs - 1) + 1] != 4 ||
+      seg[3 * (n_segs - 1) + 2] != -1) {
+    PyErr_SetString(PyExc_ValueError,
+                    "read_frames: the first segment must be the 12-byte header and the "
+                    "last the 4-byte CRC, both to junk");
+    goto done;
+  }
+  if (pos != frame_bytes || total != rows ||
+      __builtin_mul_overflow((int64_t)rows, junk_bytes, &bytes) || junk.len != bytes) {
     PyErr_SetString(PyExc_ValueError, "read_frames: sizes do not add up");
     goto done;
   }
   for (Py_ssize_t r = 0; r < rows; r++) {
-    if (dst[r] < 0 || dst[r] >= rows) {
-      PyErr_SetString(PyExc_ValueError, "read_frames: destination row out of range");
+    if (dst[r] < 0 || dst[r] >= rows || seen[dst[r]]) {
+      PyErr_SetString(PyExc_ValueError,
+                      "read_frames: destination rows must be a permutation of the rows");
       goto done;
     }
+    seen[dst[r]] = 1;
   }
 
   Py_ssize_t failed = -1, got = 0;
@@ -420,6 +449,8 @@ done:
   for (Py_ssize_t i = 0; i < n_outs_got; i++) PyBuffer_Release(&outs[i]);
   free(outs);
   free(iov);
+  free(idx);
+  free(seen);
   if (fds.obj) PyBuffer_Release(&fds);
   if (offsets.obj) PyBuffer_Release(&offsets);
   if (counts.obj) PyBuffer_Release(&counts);

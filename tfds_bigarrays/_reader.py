@@ -1,8 +1,17 @@
 """Read path: a built dataset as a shuffled, block-decoded tf.data pipeline.
 
 Every record of a dataset has the same length (see `_encoding`), so a shard
-is an array of fixed-size TFRecord frames. The reader takes advantage of it:
+is an array of fixed-size TFRecord frames. Two pipelines use that:
 
+Random access (default for shards on a local or mounted file system):
+  a stream of (epoch seed, group) pairs, each mapped by one
+  `tf.numpy_function` to `_rowread.GroupReader.read_group`, which reads a
+  group of blocks at computed offsets (a keyed permutation of all blocks
+  when shuffling, no shuffle buffer) straight into the batch's arrays and
+  checks them. See `_random_groups`.
+
+Sequential access (remote file systems, the tf.data service, or
+`ReadOptions(access="sequential")`):
 1. `FixedLengthRecordDataset` reads *blocks* of frames (about 64 KiB), so
    tf.data handles one element per block, not per example;
 2. blocks are interleaved across shards and shuffled in a buffer bounded in
@@ -11,10 +20,11 @@ is an array of fixed-size TFRecord frames. The reader takes advantage of it:
    `decode_raw`; frame headers, the Example layout and CRCs are checked
    (naming the shard on mismatch); the group's rows are permuted in-graph,
    then every feature is a column slice of its byte matrix, bit-cast to its
-   dtype: no per-example parsing;
-4. groups are rebatched to the requested batch size and prefetched.
+   dtype: no per-example parsing.
 
-Stock TFDS still reads the same shards one Example at a time.
+Either way groups are then rebatched to the requested batch size (unless a
+group is exactly one batch) and prefetched. Stock TFDS still reads the same
+shards one Example at a time.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ without TensorFlow and never changes by accident.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from etils import epath
@@ -272,7 +273,8 @@ def plan_groups(
             "(4 MiB); for example 256 * 2**20."
         )
     if batch_rows * frame_bytes >= EXACT_BATCH_BYTES:
-        divisors = [d for d in range(1, batch_rows + 1) if batch_rows % d == 0]
+        small = [d for d in range(1, math.isqrt(batch_rows) + 1) if batch_rows % d == 0]
+        divisors = small + [batch_rows // d for d in small]
         block = max([d for d in divisors if d * frame_bytes <= RANDOM_BLOCK_BYTES] or [1])
         group_blocks, exact = batch_rows // block, True
     else:

@@ -17,20 +17,29 @@ aligned so TensorFlow adopts them without a copy.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import itertools
 import os
 import sys
 import threading
-import weakref
 from collections.abc import Sequence
 
 import numpy as np
 
 from tfds_bigarrays import _native
-from tfds_bigarrays._encoding import BYTES, RecordCodec, _read_fixed_varints, _unmask
+from tfds_bigarrays._encoding import (
+    BYTES,
+    RecordCodec,
+    RecordError,
+    _read_fixed_varints,
+    _unmask,
+)
 from tfds_bigarrays._permutation import Permutation
 
 _HEADER = 12  # uint64 length + masked crc of it
 _SEED_MASK = (1 << 63) - 1
+_OWNERS = itertools.count()  # reader ids, for the shared descriptor cache
+_MAX_DIRECT = 128  # features scattered straight to their outputs (see _plan_segments)
 _ALIGN = 64  # TensorFlow shares a numpy buffer (no copy) only if it is this aligned
 
 
@@ -122,36 +131,130 @@ class BufferPool:
     multi-megabyte buffer per group costs a page fault per 4 KiB page (the
     kernel zeroes each one); a recycled one does not. A buffer is reused only
     when the pool holds the sole reference, so batches that a caller keeps
-    are never overwritten; past `limit` buffers in use, new ones are plain
-    allocations that the pool does not keep.
+    are never overwritten. The pool keeps at most `limit_bytes` of buffers
+    (raised by `reserve`): past that, the least recently used free buffers
+    are dropped, and new ones that do not fit are plain allocations.
+
+    One pool serves every reader of the process (`POOL`): TensorFlow keeps a
+    pipeline's functions, and so its reader, alive after the dataset is gone,
+    so memory held per reader would grow with every `tfds.load`.
     """
 
-    def __init__(self, *, limit: int) -> None:
-        self._limit = limit
-        self._buffers: list[np.ndarray] = []
+    def __init__(self, *, limit_bytes: int) -> None:
+        self._limit = limit_bytes
+        self._buffers: list[np.ndarray] = []  # least recently used first
         self._lock = threading.Lock()
-        # The count getrefcount reports, in `_free`'s own loop, for a buffer
-        # that only the pool holds (3 on CPython 3.11: the list, the loop
-        # variable, the argument). Measured rather than assumed, so that an
-        # interpreter that counts differently never hands out a buffer in use.
+        # The count getrefcount reports, in `_refcounts`, for a buffer that
+        # only the pool holds (3 on CPython 3.11: the list, the loop variable,
+        # the argument). Measured rather than assumed, so that an interpreter
+        # that counts differently never hands out a buffer in use.
         self._free_refs = self._refcounts([np.empty(1, np.uint8)])[0]
 
     @staticmethod
     def _refcounts(buffers: list[np.ndarray]) -> list[int]:
         return [sys.getrefcount(buf) for buf in buffers]
 
+    def reserve(self, nbytes: int) -> None:
+        """Lets the pool keep at least `nbytes` (a reader's working set)."""
+        with self._lock:
+            self._limit = max(self._limit, nbytes)
+
     def take(self, nbytes: int) -> np.ndarray:
         with self._lock:
             counts = self._refcounts(self._buffers)
-            for buf, count in zip(self._buffers, counts, strict=True):
+            for i, (buf, count) in enumerate(zip(self._buffers, counts, strict=True)):
                 if buf.size == nbytes and count <= self._free_refs:
-                    # Claimed while the lock is held: the view taken from it
-                    # raises its count before another thread can look.
+                    # Most recently used last. Claimed while the lock is held:
+                    # the view taken from it raises its count before another
+                    # thread can look.
+                    self._buffers.append(self._buffers.pop(i))
                     return buf[:]
+            # Drop free buffers, least recently used first, until this one fits.
+            held = sum(buf.size for buf in self._buffers)
+            kept = []
+            for buf, count in zip(self._buffers, counts, strict=True):
+                if held + nbytes > self._limit and count <= self._free_refs:
+                    held -= buf.size
+                else:
+                    kept.append(buf)
+            self._buffers = kept
             buf = np.empty(nbytes, np.uint8)
-            if len(self._buffers) < self._limit:
+            if held + nbytes <= self._limit:
                 self._buffers.append(buf)
             return buf
+
+
+POOL = BufferPool(limit_bytes=64 << 20)
+
+
+class _OpenShards:
+    """File descriptors of shards, shared by all readers, at most `limit` open.
+
+    Keyed by (reader, read): a reader opens its files after its dataset was
+    loaded, so a shard rewritten at the same path later is never read through
+    an older reader's descriptor. Descriptors in use by a read in flight are
+    never closed; idle ones are closed least recently used first.
+    """
+
+    def __init__(self, *, limit: int) -> None:
+        self._limit = limit
+        self._open: dict[tuple[int, int], int] = {}  # insertion order: LRU first
+        self._users: dict[tuple[int, int], int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, owner: int, reads: list[int], names: Sequence[str]) -> dict[int, int]:
+        """Descriptors of `reads` (read index -> fd); `release` them after use."""
+        out: dict[int, int] = {}
+        with self._lock:
+            try:
+                for read in reads:
+                    key = (owner, read)
+                    fd = self._open.pop(key, None)
+                    if fd is None:
+                        fd = _open_shard(names[read])
+                    self._open[key] = fd  # most recently used last
+                    self._users[key] = self._users.get(key, 0) + 1
+                    out[read] = fd
+            except BaseException:
+                self._release_locked(owner, list(out))
+                raise
+            self._evict_locked()
+        return out
+
+    def release(self, owner: int, reads: list[int]) -> None:
+        with self._lock:
+            self._release_locked(owner, reads)
+            self._evict_locked()
+
+    def _release_locked(self, owner: int, reads: list[int]) -> None:
+        for read in reads:
+            key = (owner, read)
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+
+    def _evict_locked(self) -> None:
+        excess = len(self._open) - self._limit
+        for key in [k for k in self._open if k not in self._users][: max(0, excess)]:
+            os.close(self._open.pop(key))
+
+
+def _open_shard(name: str) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise ShardReadError(
+                f"Could not open shard {name}: too many open files ({e.strerror}). Raise "
+                "the limit (`ulimit -n`), or read fewer datasets at once."
+            ) from e
+        raise ShardReadError(
+            f"Shard {name} is missing or unreadable ({e.strerror}). The dataset is "
+            "incomplete: rebuild it, or restore the shard."
+        ) from e
+
+
+SHARDS = _OpenShards(limit=128)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +279,9 @@ class GroupReader:
     features, CRC) goes to a small per-row "junk" row that is checked and
     decoded in numpy.
 
-    Thread-safe; file descriptors are opened on first use and closed with
-    the reader.
+    Thread-safe. File descriptors come from `SHARDS` and output buffers
+    from `POOL`, both shared by all readers and bounded: TensorFlow keeps a
+    pipeline's functions, and so its reader, alive after the dataset is gone.
     """
 
     def __init__(
@@ -201,22 +305,26 @@ class GroupReader:
         self.num_groups = -(-self.num_blocks // group_blocks)
         self._frame = codec.frame_bytes
         self._plan_segments()
-        self._fds: dict[int, int] = {}
-        self._fd_of_read = np.full(len(space.filenames), -1, np.int64)
-        self._lock = threading.Lock()
-        self._pool = BufferPool(limit=groups_in_flight * len(codec.slots))
-        weakref.finalize(self, _close_all, self._fds)
+        self._owner = next(_OWNERS)
+        # Room for this reader's outputs in flight, in the shared pool.
+        POOL.reserve(groups_in_flight * group_blocks * block_rows * codec.frame_bytes)
 
     def _plan_segments(self) -> None:
         codec = self.codec
         pieces: list[tuple[int, int, str | None, np.ndarray | None]] = []
         for offset, constant in codec._constants:  # noqa: SLF001
             pieces.append((_HEADER + offset, len(constant), None, constant))
-        self._direct = [
+        # Raw-bytes features go straight to their output, up to _MAX_DIRECT of
+        # them (the largest): each costs about two iovecs per row, and one
+        # preadv takes at most 1024. The rest are copied out of the junk row.
+        raw = [
             name
             for name, slot in codec.slots.items()
             if slot.encoding == BYTES and slot.spec.dtype != np.bool_ and slot.stop > slot.start
         ]
+        largest = sorted(raw, key=lambda n: codec.slots[n].start - codec.slots[n].stop)
+        keep = set(largest[:_MAX_DIRECT])
+        self._direct = [name for name in raw if name in keep]
         for feature, slot in codec.slots.items():
             pieces.append((_HEADER + slot.start, slot.stop - slot.start, feature, None))
         pieces.sort(key=lambda p: p[0])
@@ -250,24 +358,6 @@ class GroupReader:
         ).reshape(-1, 3)
         self._expected_at = np.concatenate(expected_at).astype(np.intp)
         self._expected = np.concatenate(expected)
-
-    def _fd(self, read: int) -> int:
-        fd = self._fds.get(read)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(read)
-                if fd is None:
-                    name = self.space.filenames[read]
-                    try:
-                        fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                    except OSError as e:
-                        raise ShardReadError(
-                            f"Shard {name} is missing or unreadable ({e.strerror}). The "
-                            "dataset is incomplete: rebuild it, or restore the shard."
-                        ) from e
-                    self._fds[read] = fd
-                    self._fd_of_read[read] = fd
-        return fd
 
     def read_group(self, group: np.integer | int, epoch_seed: np.integer | int) -> list[np.ndarray]:
         """Group `group` of an epoch: its blocks, then rows, in epoch order.
@@ -312,19 +402,15 @@ class GroupReader:
             dest = np.arange(n, dtype=np.int64)
         slots = self.codec.slots
         direct = [
-            aligned_empty(
-                (n, slots[name].stop - slots[name].start), np.dtype(np.uint8), pool=self._pool
-            )
+            aligned_empty((n, slots[name].stop - slots[name].start), np.dtype(np.uint8), pool=POOL)
             for name in self._direct
         ]
         junk = np.empty((n, self._junk_bytes), np.uint8)
         crcs = np.empty(n, np.uint32) if self.verify else None
-        fds = self._fd_of_read[reads]
-        if (fds < 0).any():
-            for r in np.unique(reads[fds < 0]).tolist():
-                self._fd(r)
-            fds = self._fd_of_read[reads]
+        used = np.unique(reads).tolist()
+        fd_of = SHARDS.acquire(self._owner, used, self.space.filenames)
         try:
+            fds = np.array([fd_of[r] for r in used], np.int64)[np.searchsorted(used, reads)]
             _native.read_frames(
                 fds, rows * self._frame, counts, self._frame, self._segments,
                 tuple(direct), dest, junk, crcs,
@@ -338,6 +424,8 @@ class GroupReader:
                 "truncated or altered after the build. Rebuild the dataset, or restore "
                 "the shard."
             ) from None
+        finally:
+            SHARDS.release(self._owner, used)
         self._check(junk, crcs, reads, counts)
         out = []
         for name, slot in slots.items():
@@ -350,11 +438,19 @@ class GroupReader:
             raw = junk[:, at : at + slot.stop - slot.start]
             if slot.encoding == BYTES and spec.dtype == np.bool_:
                 decoded = raw != 0  # any non-zero byte is True, as in TF's cast
-            elif slot.encoding == BYTES:  # zero-size rows
+            elif slot.encoding == BYTES:  # zero-size rows, or past _MAX_DIRECT
                 decoded = np.ascontiguousarray(raw).view(spec.dtype)
             else:  # uint32 stored as fixed-width varints
-                decoded = _read_fixed_varints(raw, name=name).astype(np.uint32)
-            values = aligned_empty(decoded.shape, decoded.dtype, pool=self._pool)
+                try:
+                    decoded = _read_fixed_varints(raw, name=name).astype(np.uint32)
+                except RecordError as e:  # only without CRCs: else caught above
+                    groups = raw.reshape(n, -1, 5)
+                    ok = (groups[..., :-1] & 0x80).all(axis=(1, 2))
+                    bad = np.asarray(~(ok & (groups[..., -1] < 0x10).all(axis=1)))
+                    raise ShardReadError(
+                        f"tfds_bigarrays: shard {self._names(bad, reads, counts)}: {e}"
+                    ) from None
+            values = aligned_empty(decoded.shape, decoded.dtype, pool=POOL)
             values[dest] = decoded
             out.append(values.reshape(n, *spec.shape))
         return out
@@ -389,12 +485,3 @@ class GroupReader:
         run_of_row = np.repeat(np.arange(len(reads)), counts)
         names = sorted({self.space.filenames[int(reads[r])] for r in run_of_row[bad]})
         return ", ".join(names)
-
-
-def _close_all(fds: dict[int, int]) -> None:
-    for fd in fds.values():
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    fds.clear()

@@ -14,6 +14,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -517,6 +518,46 @@ fdone:
   return result;
 }
 
+/* ------------------------------------------------------------- advise */
+
+static PyObject *advise(PyObject *self, PyObject *args) {
+  /* advise(fds, offsets, lengths): posix_fadvise(WILLNEED) on each range, so
+     that the kernel starts reading blocks that a later group will need: with
+     shards on disk, random reads one at a time wait for each seek. Errors are
+     ignored (it is only a hint). */
+  Py_buffer fds = {0}, offsets = {0}, lengths = {0};
+  if (!PyArg_ParseTuple(args, "y*y*y*", &fds, &offsets, &lengths)) return NULL;
+  PyObject *result = NULL;
+  Py_ssize_t k = fds.len / 8;
+  int64_t *copy = NULL;
+  if (fds.len % 8 || offsets.len != fds.len || lengths.len != fds.len) {
+    PyErr_SetString(PyExc_ValueError, "advise: fds, offsets and lengths must be int64 arrays of one length");
+    goto adone;
+  }
+  copy = malloc(sizeof(int64_t) * (size_t)(3 * k + 1));
+  if (!copy) {
+    PyErr_NoMemory();
+    goto adone;
+  }
+  memcpy(copy, fds.buf, (size_t)fds.len);
+  memcpy(copy + k, offsets.buf, (size_t)fds.len);
+  memcpy(copy + 2 * k, lengths.buf, (size_t)fds.len);
+  Py_BEGIN_ALLOW_THREADS;
+  for (Py_ssize_t i = 0; i < k; i++) {
+    int64_t fd = copy[i], off = copy[k + i], len = copy[2 * k + i];
+    if (fd >= 0 && fd <= INT_MAX && off >= 0 && len > 0)
+      (void)posix_fadvise((int)fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+  }
+  Py_END_ALLOW_THREADS;
+  result = Py_NewRef(Py_None);
+adone:
+  free(copy);
+  PyBuffer_Release(&fds);
+  PyBuffer_Release(&offsets);
+  PyBuffer_Release(&lengths);
+  return result;
+}
+
 static PyMethodDef methods[] = {
     {"crc32c_rows", (PyCFunction)(void (*)(void))crc32c_rows, METH_VARARGS | METH_KEYWORDS,
      "crc32c_rows(data, out, stride, start, length, software=False)\n\n"
@@ -527,6 +568,9 @@ static PyMethodDef methods[] = {
      "            software=False)\n\n"
      "Reads runs of fixed-size frames, scattering each frame's segments straight into\n"
      "per-feature outputs at permuted rows (see the C source). Releases the GIL."},
+    {"advise", advise, METH_VARARGS,
+     "advise(fds, offsets, lengths)\n\n"
+     "posix_fadvise(POSIX_FADV_WILLNEED) on each range (int64 arrays); a hint, never fails."},
     {"feistel", feistel, METH_VARARGS,
      "feistel(indices, out, n, half_bits, keys)\n\n"
      "The keyed permutation of _permutation.Permutation, for uint64 indices < n."},

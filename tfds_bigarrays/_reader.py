@@ -372,6 +372,7 @@ def as_dataset(
                     shuffle=shuffle_files,
                     verify=verify,
                     groups_in_flight=groups.groups_in_flight,
+                    lookahead=groups.lookahead_groups,
                 ),
                 parallel_reads=groups.parallel_reads,
                 seed=seed,

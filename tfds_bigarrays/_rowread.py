@@ -22,6 +22,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,11 @@ from tfds_bigarrays._permutation import Permutation
 
 _HEADER = 12  # uint64 length + masked crc of it
 _SEED_MASK = (1 << 63) - 1
+# Reads faster than this came from the page cache; announcing a block taking
+# longer than this meant starting a read: the shards are (partly) on disk.
+_WARM_BYTES_PER_S = 2e9
+_COLD_HINT_SECONDS = 10e-6
+_WARM_PROBE_EVERY = 8
 _OWNERS = itertools.count()  # reader ids, for the shared descriptor cache
 _MAX_DIRECT = 128  # features scattered straight to their outputs (see _plan_segments)
 _ALIGN = 64  # TensorFlow shares a numpy buffer (no copy) only if it is this aligned
@@ -294,6 +300,7 @@ class GroupReader:
         group_blocks: int = 16,
         shuffle: bool = False,
         groups_in_flight: int = 8,
+        lookahead: int = 0,
     ) -> None:
         self.space = space
         self.codec = codec
@@ -301,6 +308,14 @@ class GroupReader:
         self.verify = verify
         self.group_blocks = group_blocks
         self.shuffle = shuffle
+        self.lookahead = lookahead
+        # Whether the shards seem to be on disk rather than in the page cache:
+        # the last read ran slower than _WARM_BYTES_PER_S, or announcing blocks
+        # took the kernel time (it had to start reads). Only then is every
+        # group's look-ahead announced (see `advise`).
+        self._cold = True
+        self._slow_read = True
+        self._countdown = 0
         self.num_blocks = -(-space.num_rows // block_rows)
         self.num_groups = -(-self.num_blocks // group_blocks)
         self._frame = codec.frame_bytes
@@ -372,20 +387,56 @@ class GroupReader:
         group = int(group)
         if not 0 <= group < self.num_groups:
             raise ShardReadError(f"group={group} is not in [0, {self.num_groups}).")
+        seed = int(epoch_seed) & _SEED_MASK
+        if self.lookahead and group + self.lookahead < self.num_groups:
+            self._countdown -= 1
+            if self._cold or self._countdown <= 0:
+                # While cold, every group; while warm, a probe now and then.
+                self._countdown = _WARM_PROBE_EVERY
+                per_block = self.advise(self._blocks(group + self.lookahead, seed))
+                self._cold = per_block > _COLD_HINT_SECONDS or self._slow_read
+        key = np.array([seed, group], np.int64) if self.shuffle else np.zeros(0, np.int64)
+        return self.read(self._blocks(group, seed), key)
+
+    def _blocks(self, group: int, seed: int) -> np.ndarray:
         positions = np.arange(
             group * self.group_blocks,
             min((group + 1) * self.group_blocks, self.num_blocks),
             dtype=np.int64,
         )
-        if not self.shuffle:
-            return self.read(positions, np.zeros(0, np.int64))
-        seed = int(epoch_seed) & _SEED_MASK
         full = self.space.num_rows // self.block_rows
+        if not self.shuffle or full < 2:
+            return positions
         blocks = positions.copy()
         inside = positions < full
-        if full > 1:
-            blocks[inside] = Permutation(n=full, seed=seed)(positions[inside])
-        return self.read(blocks, np.array([seed, group], np.int64))
+        blocks[inside] = Permutation(n=full, seed=seed)(positions[inside])
+        return blocks
+
+    def advise(self, blocks: np.ndarray) -> float:
+        """Asks the kernel to start reading `blocks` (a later group's).
+
+        Returns the seconds the kernel took per block: about 2 us when the
+        blocks are already in the page cache, 15 to 70 us when it had to start
+        reads (measured here).
+
+        Reads of shards on disk wait for each seek in turn; announcing the
+        blocks of the group `lookahead` groups ahead keeps several requests
+        in flight. Measured on this project's machine, one cold epoch of 1 GB
+        of 64x64 float32: see the README. Costs a few microseconds a block
+        when the shards are in the page cache.
+        """
+        first = np.asarray(blocks, np.int64) * self.block_rows
+        count = np.minimum(first + self.block_rows, self.space.num_rows) - first
+        reads, rows, counts = self.space.runs(first, count)
+        used = np.unique(reads).tolist()
+        fd_of = SHARDS.acquire(self._owner, used, self.space.filenames)
+        try:
+            fds = np.array([fd_of[r] for r in used], np.int64)[np.searchsorted(used, reads)]
+            start = time.perf_counter()
+            _native.advise(fds, rows * self._frame, counts * self._frame)
+            return (time.perf_counter() - start) / max(1, len(blocks))
+        finally:
+            SHARDS.release(self._owner, used)
 
     def read(self, blocks: np.ndarray, key: np.ndarray) -> list[np.ndarray]:
         blocks = np.asarray(blocks, np.int64)
@@ -411,10 +462,13 @@ class GroupReader:
         fd_of = SHARDS.acquire(self._owner, used, self.space.filenames)
         try:
             fds = np.array([fd_of[r] for r in used], np.int64)[np.searchsorted(used, reads)]
+            start = time.perf_counter()
             _native.read_frames(
                 fds, rows * self._frame, counts, self._frame, self._segments,
                 tuple(direct), dest, junk, crcs,
             )  # fmt: skip
+            elapsed = time.perf_counter() - start
+            self._slow_read = elapsed * _WARM_BYTES_PER_S > n * self._frame
         except EOFError as e:
             run, got, err = e.args
             name = self.space.filenames[int(reads[run])]

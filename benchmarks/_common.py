@@ -67,9 +67,10 @@ def measure_epochs(ds, *, min_epochs: int, min_seconds: float, warmup_batches: i
     machine is mostly noise. CPU time (user + system, all threads) per
     example is reported too: it does not count the time other tenants take.
     """
-    for i, _ in enumerate(ds):
-        if i >= warmup_batches:
-            break
+    if warmup_batches:
+        for i, _ in enumerate(ds):
+            if i >= warmup_batches:
+                break
     count = epochs = 0
     cpu0 = sum(os.times()[:2])
     start = time.perf_counter()

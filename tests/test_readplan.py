@@ -127,10 +127,10 @@ def test_group_plan_is_stable():
     # Fixed expectations: changing them changes every user's pipeline.
     image = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2)
     assert (image.block_rows, image.group_blocks, image.exact_batches) == (4, 64, True)
-    assert (image.parallel_reads, image.prefetch_batches) == (2, 1)
+    assert (image.parallel_reads, image.prefetch_batches, image.lookahead_groups) == (2, 1, 15)
     small = plan_groups(frame_bytes=150, num_examples=10**6, batch_rows=256, cores=2)
     assert (small.block_rows, small.group_blocks, small.exact_batches) == (873, 16, False)
-    assert (small.parallel_reads, small.prefetch_batches) == (2, 4)
+    assert (small.parallel_reads, small.prefetch_batches, small.lookahead_groups) == (2, 4, 32)
 
 
 def test_group_plan_refuses_a_tiny_budget():

@@ -303,3 +303,30 @@ def test_malformed_uint32_is_named_without_crcs(mixed):
     reader = _reader(builder, block_rows=8, verify=False)
     with pytest.raises(_rowread.ShardReadError, match=f"shard {shards[2]}: Feature 'count'"):
         reader.read(np.arange(26), np.zeros(0, np.int64))
+
+
+def test_read_group_is_a_permutation_and_announces_groups_ahead(mixed):
+    builder, cols = mixed
+    reader = _reader(builder, block_rows=4, group_blocks=3, shuffle=True, lookahead=2)
+    announced = []
+    real_advise = reader.advise
+    reader.advise = lambda blocks: announced.append(blocks.tolist()) or real_advise(blocks)
+    labels = [_as_dict(reader, reader.read_group(g, 77))["label"] for g in range(reader.num_groups)]
+    seen = np.concatenate(labels)
+    assert sorted(seen.tolist()) == list(range(203))  # 51 blocks, the last short
+    assert seen.tolist() != list(range(203))
+    # While cold (first reads), group g announces the blocks of group g + 2.
+    blocks_of = [sorted(set((lab // 4).tolist())) for lab in labels]
+    assert sorted(announced[0]) == blocks_of[2]
+    assert {200, 201, 202} <= set(labels[-1].tolist())  # the short block stays last
+    again = [_as_dict(reader, reader.read_group(g, 77))["label"] for g in range(2)]
+    assert all(map(np.array_equal, again, labels[:2]))  # stateless: same group, same rows
+    other = _as_dict(reader, reader.read_group(0, 78))["label"]
+    assert not np.array_equal(other, labels[0])  # another epoch seed, another order
+
+
+def test_advise_ignores_what_it_cannot_use():
+    # A hint: bad descriptors and empty ranges are skipped, never raised.
+    _native.advise(np.array([-1, 10**6], np.int64), np.zeros(2, np.int64), np.ones(2, np.int64))
+    with pytest.raises(ValueError, match="one length"):
+        _native.advise(np.zeros(2, np.int64), np.zeros(1, np.int64), np.zeros(2, np.int64))

@@ -330,3 +330,24 @@ def test_advise_ignores_what_it_cannot_use():
     _native.advise(np.array([-1, 10**6], np.int64), np.zeros(2, np.int64), np.ones(2, np.int64))
     with pytest.raises(ValueError, match="one length"):
         _native.advise(np.zeros(2, np.int64), np.zeros(1, np.int64), np.zeros(2, np.int64))
+
+
+def test_a_forked_child_can_read(mixed):
+    import os
+
+    builder, _ = mixed
+    reader = _reader(builder, block_rows=8)
+    _rowread.SHARDS._lock.acquire()  # as if another thread held it at fork time
+    pid = os.fork()
+    if pid == 0:  # the child: read, report by exit status
+        import signal
+
+        signal.alarm(30)  # a deadlock kills the child instead of hanging the suite
+        try:
+            got = reader.read(np.arange(26), np.zeros(0, np.int64))
+            os._exit(0 if len(got[0]) == 203 else 1)
+        except BaseException:
+            os._exit(2)
+    _rowread.SHARDS._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import itertools
 import os
 import sys
@@ -263,6 +264,19 @@ def _open_shard(name: str) -> int:
 SHARDS = _OpenShards(limit=128)
 
 
+def _after_fork_in_child() -> None:
+    # A fork while another thread held a lock would leave it held forever in
+    # the child; the child's tf.data threads are gone, so none is in use.
+    POOL._lock = threading.Lock()  # noqa: SLF001
+    SHARDS._lock = threading.Lock()  # noqa: SLF001
+
+
+@functools.cache
+def _register_fork_hook() -> None:
+    """Registered by the first reader, not at import (no side effects then)."""
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Segment:
     start: int  # byte offset in the frame
@@ -321,6 +335,7 @@ class GroupReader:
         self._frame = codec.frame_bytes
         self._plan_segments()
         self._owner = next(_OWNERS)
+        _register_fork_hook()
         # Room for this reader's outputs in flight, in the shared pool.
         POOL.reserve(groups_in_flight * group_blocks * block_rows * codec.frame_bytes)
 

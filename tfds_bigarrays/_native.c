@@ -545,8 +545,12 @@ static PyObject *advise(PyObject *self, PyObject *args) {
   Py_BEGIN_ALLOW_THREADS;
   for (Py_ssize_t i = 0; i < k; i++) {
     int64_t fd = copy[i], off = copy[k + i], len = copy[2 * k + i];
+#ifdef POSIX_FADV_WILLNEED /* not on macOS: there the hint is a no-op */
     if (fd >= 0 && fd <= INT_MAX && off >= 0 && len > 0)
       (void)posix_fadvise((int)fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+#else
+    (void)fd, (void)off, (void)len;
+#endif
   }
   Py_END_ALLOW_THREADS;
   result = Py_NewRef(Py_None);

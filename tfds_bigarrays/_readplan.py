@@ -68,6 +68,14 @@ class MemoryPlan:
         )
 
 
+def _check_budget(budget: object) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_MEMORY_BUDGET:
+        raise ReadPlanError(
+            f"memory_budget={budget!r} must be an int of at least {MIN_MEMORY_BUDGET} bytes "
+            "(4 MiB); for example 256 * 2**20."
+        )
+
+
 def plan_memory(
     *,
     frame_bytes: int,
@@ -83,11 +91,7 @@ def plan_memory(
     the rest to interleave, groups and prefetch (their bound is computed, not
     assumed: see `MemoryPlan.bytes_bound`).
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_MEMORY_BUDGET:
-        raise ReadPlanError(
-            f"memory_budget={budget!r} must be an int of at least {MIN_MEMORY_BUDGET} bytes "
-            "(4 MiB); for example 256 * 2**20."
-        )
+    _check_budget(budget)
     block_rows = max(1, min(TARGET_BLOCK_BYTES // frame_bytes, num_examples))
     block = block_rows * frame_bytes
     shuffle_blocks = max(1, (budget // 2) // block) if shuffle else 1
@@ -277,11 +281,7 @@ def plan_groups(
     rebatched. There is no shuffle buffer: the budget bounds the groups in
     flight (see `GroupPlan.bytes_bound`), down to one read and one prefetch.
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_MEMORY_BUDGET:
-        raise ReadPlanError(
-            f"memory_budget={budget!r} must be an int of at least {MIN_MEMORY_BUDGET} bytes "
-            "(4 MiB); for example 256 * 2**20."
-        )
+    _check_budget(budget)
     if batch_rows * frame_bytes >= EXACT_BATCH_BYTES:
         small = [d for d in range(1, math.isqrt(batch_rows) + 1) if batch_rows % d == 0]
         divisors = small + [batch_rows // d for d in small]

@@ -16,6 +16,7 @@ aligned so TensorFlow adopts them without a copy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -24,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -440,26 +441,34 @@ class GroupReader:
         of 64x64 float32: see the README. Costs a few microseconds a block
         when the shards are in the page cache.
         """
-        first = np.asarray(blocks, np.int64) * self.block_rows
-        count = np.minimum(first + self.block_rows, self.space.num_rows) - first
-        reads, rows, counts = self.space.runs(first, count)
-        used = np.unique(reads).tolist()
-        fd_of = SHARDS.acquire(self._owner, used, self.space.filenames)
-        try:
-            fds = np.array([fd_of[r] for r in used], np.int64)[np.searchsorted(used, reads)]
+        reads, rows, counts = self._runs(blocks)
+        with self._descriptors(reads) as fds:
             start = time.perf_counter()
             _native.advise(fds, rows * self._frame, counts * self._frame)
             return (time.perf_counter() - start) / max(1, len(blocks))
+
+    def _runs(self, blocks: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(read, row in shard, rows) runs of `blocks`, in order."""
+        first = np.asarray(blocks, np.int64) * self.block_rows
+        count = np.minimum(first + self.block_rows, self.space.num_rows) - first
+        if (count <= 0).any():
+            raise ShardReadError(
+                f"Block ids {np.asarray(blocks).tolist()} are past the split's end."
+            )
+        return self.space.runs(first, count)
+
+    @contextlib.contextmanager
+    def _descriptors(self, reads: np.ndarray) -> Iterator[np.ndarray]:
+        """The file descriptor of each run's read, held while in the block."""
+        used = np.unique(reads).tolist()
+        fd_of = SHARDS.acquire(self._owner, used, self.space.filenames)
+        try:
+            yield np.array([fd_of[r] for r in used], np.int64)[np.searchsorted(used, reads)]
         finally:
             SHARDS.release(self._owner, used)
 
     def read(self, blocks: np.ndarray, key: np.ndarray) -> list[np.ndarray]:
-        blocks = np.asarray(blocks, np.int64)
-        first = blocks * self.block_rows
-        count = np.minimum(first + self.block_rows, self.space.num_rows) - first
-        if (count <= 0).any():
-            raise ShardReadError(f"Block ids {blocks.tolist()} are past the split's end.")
-        reads, rows, counts = self.space.runs(first, count)
+        reads, rows, counts = self._runs(blocks)
         n = int(counts.sum())
         if len(key):
             philox = np.random.Philox(key=np.asarray(key, np.int64).view(np.uint64))
@@ -473,16 +482,14 @@ class GroupReader:
         ]
         junk = np.empty((n, self._junk_bytes), np.uint8)
         crcs = np.empty(n, np.uint32) if self.verify else None
-        used = np.unique(reads).tolist()
-        fd_of = SHARDS.acquire(self._owner, used, self.space.filenames)
         try:
-            fds = np.array([fd_of[r] for r in used], np.int64)[np.searchsorted(used, reads)]
-            start = time.perf_counter()
-            _native.read_frames(
-                fds, rows * self._frame, counts, self._frame, self._segments,
-                tuple(direct), dest, junk, crcs,
-            )  # fmt: skip
-            elapsed = time.perf_counter() - start
+            with self._descriptors(reads) as fds:
+                start = time.perf_counter()
+                _native.read_frames(
+                    fds, rows * self._frame, counts, self._frame, self._segments,
+                    tuple(direct), dest, junk, crcs,
+                )  # fmt: skip
+                elapsed = time.perf_counter() - start
             self._slow_read = elapsed * _WARM_BYTES_PER_S > n * self._frame
         except EOFError as e:
             run, got, err = e.args
@@ -493,8 +500,6 @@ class GroupReader:
                 "truncated or altered after the build. Rebuild the dataset, or restore "
                 "the shard."
             ) from None
-        finally:
-            SHARDS.release(self._owner, used)
         self._check(junk, crcs, reads, counts)
         out = []
         for name, slot in slots.items():

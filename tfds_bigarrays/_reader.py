@@ -350,10 +350,9 @@ def as_dataset(
             return tf.nest.map_structure(lambda k: features[k], keys)
         return features
 
-    random_access = _random_access(reads, options)
-    groups = None
-    if random_access:
-        groups = _readplan.plan_groups(
+    group_plan = None
+    if _random_access(reads, options):
+        group_plan = _readplan.plan_groups(
             frame_bytes=frame,
             num_examples=max(1, num_examples),
             batch_rows=batch_rows,
@@ -362,33 +361,31 @@ def as_dataset(
 
     def build() -> tf.data.Dataset:
         # Runs TensorFlow ops (and so initializes devices): deferred to first use.
-        if groups is not None:
+        if group_plan is not None:
             ds = _random_groups(
                 _rowread.GroupReader(
                     _rowread.RowSpace.from_reads(reads),
                     codec,
-                    block_rows=groups.block_rows,
-                    group_blocks=groups.group_blocks,
+                    block_rows=group_plan.block_rows,
+                    group_blocks=group_plan.group_blocks,
                     shuffle=shuffle_files,
                     verify=verify,
-                    groups_in_flight=groups.groups_in_flight,
-                    lookahead=groups.lookahead_groups,
+                    groups_in_flight=group_plan.groups_in_flight,
+                    lookahead=group_plan.lookahead_groups,
                 ),
-                parallel_reads=groups.parallel_reads,
+                parallel_reads=group_plan.parallel_reads,
                 seed=seed,
                 reshuffle=reshuffle,
                 structure=structure,
             )
-            exact = groups.exact_batches and bool(batch_size)
-        elif options.data_service and shuffle_files:
+            exact = group_plan.exact_batches and bool(batch_size)
+        else:
             # Service workers instantiate the pipeline anew for every epoch, so
             # any fixed seed (a global tf.random.set_seed included) would give
             # every epoch the same order; unseeded ops draw fresh seeds there.
-            with _without_global_seed():
+            unseeded = options.data_service and shuffle_files
+            with _without_global_seed() if unseeded else contextlib.nullcontext():
                 ds = _sequential_groups().map(structure)
-            exact = False
-        else:
-            ds = _sequential_groups().map(structure)
             exact = False
         return _finish(ds, exact=exact)
 
@@ -484,7 +481,9 @@ def as_dataset(
             # recorded length fails loudly instead of shortening the epoch.
             ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
         if not read_config.skip_prefetch:
-            prefetch = groups.prefetch_batches if groups is not None else plan.prefetch_batches
+            prefetch = (
+                group_plan.prefetch_batches if group_plan is not None else plan.prefetch_batches
+            )
             ds = ds.prefetch(prefetch if batch_size else tf.data.AUTOTUNE)
         opts = tf.data.Options()
         opts.autotune.ram_budget = plan.autotune_ram_bytes

@@ -356,6 +356,7 @@ class GroupReader:
         largest = sorted(raw, key=lambda n: codec.slots[n].start - codec.slots[n].stop)
         keep = set(largest[:_MAX_DIRECT])
         self._direct = [name for name in raw if name in keep]
+        self._direct_index = {name: i for i, name in enumerate(self._direct)}
         for feature, slot in codec.slots.items():
             pieces.append((_HEADER + slot.start, slot.stop - slot.start, feature, None))
         pieces.sort(key=lambda p: p[0])
@@ -365,7 +366,7 @@ class GroupReader:
         expected_at = [np.arange(_HEADER)]
         self._junk_slots: dict[str, int] = {}
         for start, length, piece_name, const in pieces:
-            target = self._direct.index(piece_name) if piece_name in self._direct else -1
+            target = -1 if piece_name is None else self._direct_index.get(piece_name, -1)
             if length == 0:  # a feature of zero-size rows: nothing to read
                 self._junk_slots[str(piece_name)] = junk_pos
                 continue
@@ -504,8 +505,8 @@ class GroupReader:
         out = []
         for name, slot in slots.items():
             spec = slot.spec
-            if name in self._direct:
-                values = direct[self._direct.index(name)].view(spec.dtype)
+            if name in self._direct_index:
+                values = direct[self._direct_index[name]].view(spec.dtype)
                 out.append(values.reshape(n, *spec.shape))
                 continue
             at = self._junk_slots[name]

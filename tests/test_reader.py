@@ -1,9 +1,12 @@
 """tfds.load on a built dataset: shuffling, order, seeds, slicing, exactly once."""
 
+import subprocess
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import run_python
 
 import tfds_bigarrays as tb
 
@@ -259,3 +262,33 @@ def test_large_rows_read_one_batch_per_group(tmp_path):
     tf.train.Checkpoint(iterator=resumed).restore(path)
     assert all(map(np.array_equal, tail, [b["x"][:, 0, 0].numpy() for b in resumed]))
     assert sorted((np.concatenate(head + tail) // 400).tolist()) == list(range(1003))
+
+
+@pytest.fixture(scope="module")
+def many_groups(tmp_path_factory):
+    """16 MiB of 4 KiB rows: 16 groups, so buffers are still filling at exit."""
+    path = tmp_path_factory.mktemp("exit")
+    x = np.arange(4096 * 1024, dtype=np.float32).reshape(4096, 1024)
+    tb.build("exit", data_dir=path, splits={"train": {"x": x, "y": x[:, 0]}})
+    return path
+
+
+@pytest.mark.parametrize("access", ["random", "sequential"])
+def test_process_exits_with_an_unfinished_iterator(many_groups, access):
+    # A tf.data thread calling Python when the interpreter finalizes used to
+    # hang the process forever (see _pycalls); the last line leaves the
+    # pipeline filling its buffers.
+    code = (
+        "import tensorflow_datasets as tfds, tfds_bigarrays as tb\n"
+        f"with tb.read_options(access={access!r}):\n"
+        f"    ds = tfds.load('exit', data_dir={str(many_groups)!r}, split='train',\n"
+        "                   shuffle_files=True, batch_size=64)\n"
+        "it = iter(ds.repeat())\n"
+        "print(int(next(it)['x'].shape[0]), flush=True)\n"
+    )
+    try:
+        result = run_python(code, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a process with an unfinished {access} iterator did not exit in 60 s")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["64"]

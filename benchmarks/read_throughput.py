@@ -14,6 +14,8 @@ Contenders, each in a fresh process (so peak RSS is its own), batch 256:
   ours-sequential  the same with read_options(access="sequential"): the
              tf.data file-reader pipeline used for remote files and the
              tf.data service (the default before random access)
+  ours-mapped  the same with read_options(access="mapped"): shards kept
+             memory-mapped across epochs (RSS grows to the split's size)
 
 Row kinds: 32 float32 ("small") and 64x64 float32 ("image"). Then peak RSS of
 one epoch streaming a 1 GB and a 4 GB dataset, ours and seed, and the speed
@@ -156,10 +158,10 @@ def make(contender: str, src: pathlib.Path, kind: str):
             as_supervised=True,
         )
         return ds.shuffle(SEED_SHUFFLE).batch(BATCH).prefetch(tf.data.AUTOTUNE)
-    if contender in ("ours", "ours-sequential"):
+    if contender in ("ours", "ours-sequential", "ours-mapped"):
         import tfds_bigarrays as tb
 
-        access = "sequential" if contender == "ours-sequential" else "auto"
+        access = {"ours-sequential": "sequential", "ours-mapped": "mapped"}.get(contender, "auto")
         with tb.read_options(access=access):
             return tfds.load(
                 f"ours_{kind}",
@@ -285,7 +287,7 @@ def main() -> None:
     scale_factor = 0.25 if args.quick else 1.0
     rows = {"small": int(1_000_000 * scale_factor), "image": int(20_000 * scale_factor)}
     results = []
-    contenders = ("in-memory", "seed", "stock-tfds", "ours-sequential", "ours")
+    contenders = ("in-memory", "seed", "stock-tfds", "ours-sequential", "ours", "ours-mapped")
     for kind in KINDS:
         print(f"preparing {kind} ({rows[kind]:,} rows)", flush=True)
         prepare(work, kind, rows[kind], stock=True)

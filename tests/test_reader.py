@@ -212,7 +212,7 @@ def test_read_options_validate_the_budget(fresh, monkeypatch):
     assert sorted(_epoch(fresh["data_dir"], shuffle_files=True).tolist()) == list(range(2000))
 
 
-@pytest.mark.parametrize("access", ["random", "sequential"])
+@pytest.mark.parametrize("access", ["random", "mapped", "sequential"])
 def test_both_access_paths_read_every_example_once(small_dataset, access):
     want = sorted(map(bytes, small_dataset["x_train"]))
     with tb.read_options(access=access):
@@ -230,6 +230,9 @@ def test_access_option_is_checked(small_dataset):
         tb.read_options(access="mmap").__enter__()
     with tb.read_options(access="random", data_service="grpc://localhost:1"):
         with pytest.raises(ValueError, match="access='random' cannot read with data_service"):
+            load(small_dataset, shuffle_files=True, batch_size=64)
+    with tb.read_options(access="mapped", data_service="grpc://localhost:1"):
+        with pytest.raises(ValueError, match="access='mapped' cannot read with data_service"):
             load(small_dataset, shuffle_files=True, batch_size=64)
 
 

@@ -40,22 +40,24 @@ def _as_dict(reader, arrays):
     return dict(zip(reader.codec.slots, arrays, strict=True))
 
 
+@pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("block_rows", [1, 3, 7, 64])
-def test_reads_every_feature_bit_exactly(mixed, block_rows):
+def test_reads_every_feature_bit_exactly(mixed, block_rows, mapped):
     builder, cols = mixed
-    reader = _reader(builder, block_rows=block_rows)
+    reader = _reader(builder, block_rows=block_rows, mapped=mapped)
     n = len(cols["label"])
     num_blocks = -(-n // block_rows)
     got = _as_dict(reader, reader.read(np.arange(num_blocks), np.zeros(0, np.int64)))
     for name, want in cols.items():
         assert got[name].dtype == want.dtype and got[name].shape == want.shape
         assert np.array_equal(got[name], want), name
-        assert got[name].ctypes.data % 64 == 0  # TensorFlow adopts it without a copy
+        assert got[name].ctypes.data % 64 == 0
 
 
-def test_blocks_in_any_order_and_rows_permuted_by_key(mixed):
+@pytest.mark.parametrize("mapped", [False, True])
+def test_blocks_in_any_order_and_rows_permuted_by_key(mixed, mapped):
     builder, cols = mixed
-    reader = _reader(builder, block_rows=5)
+    reader = _reader(builder, block_rows=5, mapped=mapped)
     blocks = np.array([40, 3, 17, 0, 22])  # block 40 is the short last one (rows 200..202)
     key = np.array([12, -7], np.int64)
     got = _as_dict(reader, reader.read(blocks, key))
@@ -113,17 +115,18 @@ def test_damage_is_named(mixed, where):
         unverified.read(every_block, np.zeros(0, np.int64))
 
 
-def test_short_or_missing_shard_is_named(mixed):
+@pytest.mark.parametrize("mapped", [False, True])
+def test_short_or_missing_shard_is_named(mixed, mapped):
     builder, _ = mixed
     shards = sorted(builder.data_path.glob("mixed-train.tfrecord-*"))
-    reader = _reader(builder, block_rows=8)
+    reader = _reader(builder, block_rows=8, mapped=mapped)
     every_block = np.arange(-(-203 // 8))
     shards[-1].write_bytes(shards[-1].read_bytes()[:-10])
     with pytest.raises(_rowread.ShardReadError, match=f"Shard {shards[-1]} could not be read"):
         reader.read(every_block, np.zeros(0, np.int64))
     shards[2].unlink()
     with pytest.raises(_rowread.ShardReadError, match=f"Shard {shards[2]} is missing"):
-        _reader(builder, block_rows=8).read(every_block, np.zeros(0, np.int64))
+        _reader(builder, block_rows=8, mapped=mapped).read(every_block, np.zeros(0, np.int64))
 
 
 def test_blocks_past_the_end_are_refused(mixed):
@@ -185,6 +188,25 @@ def test_open_shards_are_bounded_and_never_closed_in_use(tmp_path):
     with pytest.raises(_rowread.ShardReadError, match="is missing or unreadable"):
         shards.acquire(1, [5], names[:5] + [str(tmp_path / "gone")])
     assert not shards._users  # a failed acquire holds nothing
+
+
+def test_mapped_shards_are_bounded_in_bytes_and_never_closed_in_use(tmp_path):
+    names = []
+    for i in range(4):
+        (tmp_path / f"s{i}").write_bytes(bytes([i]) * 100)
+        names.append(str(tmp_path / f"s{i}"))
+    (tmp_path / "empty").write_bytes(b"")
+    maps = _rowread._OpenShards(limit=250, mapped=True)
+    held = maps.acquire(1, [0, 1, 2], names)  # 300 bytes, over the limit while in use
+    assert [m[:1] for m in held.values()] == [b"\x00", b"\x01", b"\x02"]
+    maps.release(1, [0, 1, 2])
+    assert maps._cost == 200 and held[0].closed and not held[2].closed  # LRU first
+    maps.reserve(400)  # a reader that maps a larger split raises the bound
+    maps.acquire(1, [0, 3], names)
+    maps.release(1, [0, 3])
+    assert maps._cost == 400 and len(maps._open) == 4
+    empty = maps.acquire(1, [4], [*names, str(tmp_path / "empty")])
+    assert empty[4] == b""  # mmap refuses empty files; reads of it are short
 
 
 def test_readers_do_not_accumulate_descriptors(mixed):
@@ -274,16 +296,17 @@ def test_many_features_are_read(tmp_path):
     assert all(np.array_equal(got[k], v) for k, v in cols.items())
 
 
-def test_software_and_hardware_crcs_agree_in_scatter_reads(mixed):
+@pytest.mark.parametrize("mapped", [False, True])
+def test_software_and_hardware_crcs_agree_in_scatter_reads(mixed, mapped):
     builder, cols = mixed
-    reader = _reader(builder, block_rows=6)
+    reader = _reader(builder, block_rows=6, mapped=mapped)
     original = _native.read_frames
     try:
         _native_calls = []
 
         def software(*args):
             _native_calls.append(1)
-            return original(*args, True)
+            return original(*args[:9], True, *args[10:])  # software=True
 
         _rowread._native.read_frames = software  # type: ignore[attr-defined]
         got = _as_dict(reader, reader.read(np.arange(34), np.array([1, 2], np.int64)))

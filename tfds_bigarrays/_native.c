@@ -268,24 +268,36 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
      or, if target < 0, to row r of `junk` (all target<0 segments of a frame
      back to back). If `crcs` is not None, crcs[r] receives the CRC32C of
      the frame's record: every segment but the first (the 12-byte length
-     header) and the last (the stored 4-byte CRC). */
+     header) and the last (the stored 4-byte CRC).
+     If `maps` (a tuple of buffers, e.g. mmap objects of whole shards) is
+     given, fds[i] is an index into it and the frames are copied from there
+     instead of read: the same layout checks and CRCs, no system call. */
   PyObject *fds_o, *offsets_o, *counts_o, *segs_o, *outputs, *dest_o, *junk_o, *crcs_o;
+  PyObject *maps_o = Py_None;
   Py_ssize_t frame_bytes;
   int software = 0;
-  if (!PyArg_ParseTuple(args, "OOOnOO!OOO|p", &fds_o, &offsets_o, &counts_o, &frame_bytes,
-                        &segs_o, &PyTuple_Type, &outputs, &dest_o, &junk_o, &crcs_o, &software))
+  if (!PyArg_ParseTuple(args, "OOOnOO!OOO|pO", &fds_o, &offsets_o, &counts_o, &frame_bytes,
+                        &segs_o, &PyTuple_Type, &outputs, &dest_o, &junk_o, &crcs_o, &software,
+                        &maps_o))
     return NULL;
+  if (maps_o != Py_None && !PyTuple_Check(maps_o)) {
+    PyErr_SetString(PyExc_TypeError, "read_frames: maps must be a tuple of buffers or None");
+    return NULL;
+  }
   Py_buffer fds = {0}, offsets = {0}, counts = {0}, segs = {0}, dest = {0}, junk = {0},
             crcs = {0};
   Py_ssize_t n_out = PyTuple_GET_SIZE(outputs);
+  int mapped = maps_o != Py_None;
+  Py_ssize_t n_maps = mapped ? PyTuple_GET_SIZE(maps_o) : 0, n_maps_got = 0;
   Py_buffer *outs = calloc(n_out ? n_out : 1, sizeof(Py_buffer));
+  Py_buffer *maps = calloc(n_maps ? n_maps : 1, sizeof(Py_buffer));
   struct iovec *iov = malloc(sizeof(struct iovec) * IOV_CHUNK);
   int64_t *idx = NULL;
   uint8_t *seen = NULL;
   PyObject *result = NULL;
   Py_ssize_t n_outs_got = 0;
   int have_crcs = crcs_o != Py_None;
-  if (!outs || !iov) {
+  if (!outs || !maps || !iov) {
     PyErr_NoMemory();
     goto done;
   }
@@ -300,6 +312,10 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   for (; n_outs_got < n_out; n_outs_got++)
     if (PyObject_GetBuffer(PyTuple_GET_ITEM(outputs, n_outs_got), &outs[n_outs_got],
                            PyBUF_WRITABLE) < 0)
+      goto done;
+  for (; n_maps_got < n_maps; n_maps_got++)
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(maps_o, n_maps_got), &maps[n_maps_got],
+                           PyBUF_SIMPLE) < 0)
       goto done;
 
   Py_ssize_t k = fds.len / 8, n_segs = segs.len / 24, rows = dest.len / 8;
@@ -326,7 +342,7 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
 
   int64_t total = 0, junk_bytes = 0, pos = 0, bytes;
   for (Py_ssize_t i = 0; i < k; i++) {
-    if (cnt[i] < 0 || off[i] < 0 || fd[i] < 0 || fd[i] > INT_MAX ||
+    if (cnt[i] < 0 || off[i] < 0 || fd[i] < 0 || fd[i] > (mapped ? n_maps - 1 : INT_MAX) ||
         __builtin_add_overflow(total, cnt[i], &total) ||
         __builtin_mul_overflow(cnt[i], (int64_t)frame_bytes, &bytes) ||
         __builtin_add_overflow(off[i], bytes, &bytes)) {
@@ -386,6 +402,40 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   if (rows_per_call < 1) rows_per_call = 1;
   for (Py_ssize_t i = 0; i < k && failed < 0; i++) {
     int64_t done_rows = 0;
+    if (mapped) {
+      /* The frames are in memory (a mapped shard): copy each segment to its
+         place, then check the CRCs of the same rows while still cached. */
+      const uint8_t *base = maps[fd[i]].buf;
+      int64_t avail = maps[fd[i]].len - off[i];
+      if (avail < cnt[i] * (int64_t)frame_bytes) {
+        failed = i;
+        got = avail > 0 ? (Py_ssize_t)avail : 0;
+        break;
+      }
+      while (done_rows < cnt[i]) {
+        int64_t batch = cnt[i] - done_rows;
+        if (batch > rows_per_call) batch = rows_per_call;
+        for (int64_t r = 0; r < batch; r++) {
+          Py_ssize_t src = row + done_rows + r;
+          const uint8_t *from = base + off[i] + (done_rows + r) * (int64_t)frame_bytes;
+          uint8_t *j_ptr = junk_base + src * junk_bytes;
+          for (Py_ssize_t j = 0; j < n_segs; j++) {
+            int64_t len = seg[3 * j + 1], t = seg[3 * j + 2];
+            if (t < 0) {
+              memcpy(j_ptr, from, (size_t)len);
+              j_ptr += len;
+            } else {
+              memcpy((uint8_t *)outs[t].buf + dst[src] * len, from, (size_t)len);
+            }
+            from += len;
+          }
+        }
+        if (have_crcs) crc_records(&job, row + done_rows, row + done_rows + batch);
+        done_rows += batch;
+      }
+      row += cnt[i];
+      continue;
+    }
     while (done_rows < cnt[i] && failed < 0) {
       int64_t batch = cnt[i] - done_rows;
       if (batch > rows_per_call) batch = rows_per_call;
@@ -448,7 +498,9 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   result = Py_NewRef(Py_None);
 done:
   for (Py_ssize_t i = 0; i < n_outs_got; i++) PyBuffer_Release(&outs[i]);
+  for (Py_ssize_t i = 0; i < n_maps_got; i++) PyBuffer_Release(&maps[i]);
   free(outs);
+  free(maps);
   free(iov);
   free(idx);
   free(seen);
@@ -569,7 +621,7 @@ static PyMethodDef methods[] = {
      "of each row of `data`, rows `stride` bytes apart. Releases the GIL."},
     {"read_frames", read_frames, METH_VARARGS,
      "read_frames(fds, offsets, counts, frame_bytes, segs, outputs, dest, junk, crcs,\n"
-     "            software=False)\n\n"
+     "            software=False, maps=None)\n\n"
      "Reads runs of fixed-size frames, scattering each frame's segments straight into\n"
      "per-feature outputs at permuted rows (see the C source). Releases the GIL."},
     {"advise", advise, METH_VARARGS,

@@ -20,6 +20,7 @@ def read_frames(
     junk: Buffer,
     crcs: Buffer | None,
     software: bool = ...,
+    maps: tuple[Buffer, ...] | None = ...,
     /,
 ) -> None: ...
 def feistel(indices: Buffer, out: Buffer, n: int, half_bits: int, keys: Buffer, /) -> None: ...

@@ -235,14 +235,14 @@ def _random_access(reads: list[tuple[str, int, int, int]], options: ReadOptions)
     local = all("://" not in filename for filename, *_ in reads)
     if options.access == "sequential":
         return False
-    if options.access == "random" and (options.data_service or not local):
+    if options.access in ("random", "mapped") and (options.data_service or not local):
         where = (
             f"data_service={options.data_service!r}"
             if options.data_service
             else (f"shards on {next(f for f, *_ in reads if '://' in f).split('://')[0]}://")
         )
         raise ValueError(
-            f"access='random' cannot read with {where}: positioned reads need the shards "
+            f"access={options.access!r} cannot read with {where}: positioned reads need the shards "
             "on a local or mounted file system, in this process. Use access='auto' or "
             "'sequential'."
         )
@@ -377,6 +377,7 @@ def as_dataset(
                     verify=verify,
                     groups_in_flight=group_plan.groups_in_flight,
                     lookahead=group_plan.lookahead_groups,
+                    mapped=options.access == "mapped",
                 ),
                 parallel_reads=group_plan.parallel_reads,
                 seed=seed,

@@ -4,14 +4,18 @@ Every record of a dataset has the same length, so row `i` of a shard sits at
 byte `i * frame_bytes`: a split is one array of rows spread over files, and
 any block of rows can be read with one `pread` at a computed offset. This is
 what lets the reader shuffle whole epochs without a shuffle buffer (it reads
-blocks in a permuted order) and hand TensorFlow each batch after one copy: a
+blocks in a permuted order) and build each batch with one copy of our own: a
 scatter read puts each feature's bytes straight from the page cache into its
 (permuted) row of the batch, where tf.data's file readers and decoders made
-five or six copies.
+five or six copies. (TensorFlow 2.21 then copies a `tf.numpy_function`'s
+outputs once more, while holding the GIL, whatever their alignment: measured,
+the tensor's buffer is never the array's. That copy, about 0.27 ms per 4 MiB
+batch here, is the floor of this design; see README, "Not there yet".)
 
 `GroupReader` is called from a `tf.numpy_function` by several tf.data threads
-at once; its loops (`_native`) release the GIL, its outputs are 64-byte
-aligned so TensorFlow adopts them without a copy.
+at once; its loops (`_native`) release the GIL. With `mapped=True` the shards
+stay memory-mapped and rows are copied out of the mapping (no system call,
+no kernel copy; the mapped pages count in the process's RSS).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import dataclasses
 import errno
 import functools
 import itertools
+import mmap
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +54,7 @@ _COLD_HINT_SECONDS = 10e-6
 _WARM_PROBE_EVERY = 8
 _OWNERS = itertools.count()  # reader ids, for the shared descriptor cache
 _MAX_DIRECT = 128  # features scattered straight to their outputs (see _plan_segments)
-_ALIGN = 64  # TensorFlow shares a numpy buffer (no copy) only if it is this aligned
+_ALIGN = 64  # cache-line aligned outputs (TF 2.21 copies them anyway, see above)
 
 
 class ShardReadError(ValueError):
@@ -134,10 +140,10 @@ def aligned_empty(
 class BufferPool:
     """Recycles output buffers once nothing references them any more.
 
-    Outputs go to TensorFlow without a copy, and TensorFlow holds a reference
-    to the numpy buffer until the last tensor using it is freed. A fresh
-    multi-megabyte buffer per group costs a page fault per 4 KiB page (the
-    kernel zeroes each one); a recycled one does not. A buffer is reused only
+    TensorFlow copies a group's outputs when the call returns (TF 2.21), so
+    a buffer is usually free again at once. A fresh multi-megabyte buffer
+    per group costs a page fault per 4 KiB page (the kernel zeroes each
+    one); a recycled one does not. A buffer is reused only
     when the pool holds the sole reference, so batches that a caller keeps
     are never overwritten. The pool keeps at most `limit_bytes` of buffers
     (raised by `reserve`): past that, the least recently used free buffers
@@ -196,33 +202,44 @@ POOL = BufferPool(limit_bytes=64 << 20)
 
 
 class _OpenShards:
-    """File descriptors of shards, shared by all readers, at most `limit` open.
+    """Open shards, shared by all readers: descriptors, or whole-file mappings.
 
     Keyed by (reader, read): a reader opens its files after its dataset was
     loaded, so a shard rewritten at the same path later is never read through
-    an older reader's descriptor. Descriptors in use by a read in flight are
-    never closed; idle ones are closed least recently used first.
+    an older reader's descriptor. Shards in use by a read in flight are never
+    closed; idle ones are closed least recently used first once the open
+    ones cost more than `limit`: a count of descriptors, or with `mapped`
+    the bytes mapped (raised by `reserve`, as the pool's).
     """
 
-    def __init__(self, *, limit: int) -> None:
+    def __init__(self, *, limit: int, mapped: bool = False) -> None:
         self._limit = limit
-        self._open: dict[tuple[int, int], int] = {}  # insertion order: LRU first
+        self._mapped = mapped
+        self._open: dict[tuple[int, int], Any] = {}  # insertion order: LRU first
         self._users: dict[tuple[int, int], int] = {}
+        self._cost = 0
         self._lock = threading.Lock()
 
-    def acquire(self, owner: int, reads: list[int], names: Sequence[str]) -> dict[int, int]:
-        """Descriptors of `reads` (read index -> fd); `release` them after use."""
-        out: dict[int, int] = {}
+    def reserve(self, limit: int) -> None:
+        with self._lock:
+            self._limit = max(self._limit, limit)
+
+    def acquire(self, owner: int, reads: list[int], names: Sequence[str]) -> dict[int, Any]:
+        """Handles of `reads` (read index -> fd or mmap); `release` them after use."""
+        out: dict[int, Any] = {}
         with self._lock:
             try:
                 for read in reads:
                     key = (owner, read)
-                    fd = self._open.pop(key, None)
-                    if fd is None:
-                        fd = _open_shard(names[read])
-                    self._open[key] = fd  # most recently used last
+                    handle = self._open.pop(key, None)
+                    if handle is None:
+                        handle = (
+                            _map_shard(names[read]) if self._mapped else _open_shard(names[read])
+                        )
+                        self._cost += self._cost_of(handle)
+                    self._open[key] = handle  # most recently used last
                     self._users[key] = self._users.get(key, 0) + 1
-                    out[read] = fd
+                    out[read] = handle
             except BaseException:
                 self._release_locked(owner, list(out))
                 raise
@@ -241,10 +258,19 @@ class _OpenShards:
             if not self._users[key]:
                 del self._users[key]
 
+    def _cost_of(self, handle: Any) -> int:
+        return len(handle) if self._mapped else 1
+
     def _evict_locked(self) -> None:
-        excess = len(self._open) - self._limit
-        for key in [k for k in self._open if k not in self._users][: max(0, excess)]:
-            os.close(self._open.pop(key))
+        for key in [k for k in self._open if k not in self._users]:
+            if self._cost <= self._limit:
+                break
+            handle = self._open.pop(key)
+            self._cost -= self._cost_of(handle)
+            if self._mapped:
+                handle.close()
+            else:
+                os.close(handle)
 
 
 def _open_shard(name: str) -> int:
@@ -263,6 +289,28 @@ def _open_shard(name: str) -> int:
 
 
 SHARDS = _OpenShards(limit=128)
+# Mapped shards (`GroupReader(mapped=True)`): up to the largest split a
+# reader asked to map; the page cache holds the bytes, the mapping only
+# spares the copy out of it (see GroupReader).
+MAPS = _OpenShards(limit=0, mapped=True)
+
+
+def _file_size(name: str) -> int:
+    try:
+        return os.stat(name).st_size
+    except OSError:
+        return 0  # reported, by name, when read
+
+
+def _map_shard(name: str) -> mmap.mmap | bytes:
+    fd = _open_shard(name)
+    try:
+        size = os.fstat(fd).st_size
+        if not size:
+            return b""  # mmap refuses empty files; every read of it is short
+        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
 
 
 def _after_fork_in_child() -> None:
@@ -270,6 +318,7 @@ def _after_fork_in_child() -> None:
     # the child; the child's tf.data threads are gone, so none is in use.
     POOL._lock = threading.Lock()  # noqa: SLF001
     SHARDS._lock = threading.Lock()  # noqa: SLF001
+    MAPS._lock = threading.Lock()  # noqa: SLF001
 
 
 @functools.cache
@@ -316,8 +365,10 @@ class GroupReader:
         shuffle: bool = False,
         groups_in_flight: int = 8,
         lookahead: int = 0,
+        mapped: bool = False,
     ) -> None:
         self.space = space
+        self.mapped = mapped
         self.codec = codec
         self.block_rows = block_rows
         self.verify = verify
@@ -339,6 +390,8 @@ class GroupReader:
         _register_fork_hook()
         # Room for this reader's outputs in flight, in the shared pool.
         POOL.reserve(groups_in_flight * group_blocks * block_rows * codec.frame_bytes)
+        if mapped:
+            MAPS.reserve(sum(_file_size(f) for f in set(space.filenames)))
 
     def _plan_segments(self) -> None:
         codec = self.codec
@@ -468,6 +521,26 @@ class GroupReader:
         finally:
             SHARDS.release(self._owner, used)
 
+    @contextlib.contextmanager
+    def _mappings(self, reads: np.ndarray) -> Iterator[tuple[np.ndarray, tuple[Any, ...]]]:
+        """Each run's index into a tuple of mapped shards, held while in the block."""
+        used = np.unique(reads).tolist()
+        map_of = MAPS.acquire(self._owner, used, self.space.filenames)
+        try:
+            yield np.searchsorted(used, reads).astype(np.int64), tuple(map_of[r] for r in used)
+        finally:
+            MAPS.release(self._owner, used)
+
+    @contextlib.contextmanager
+    def _sources(self, reads: np.ndarray) -> Iterator[tuple[np.ndarray, tuple[Any, ...] | None]]:
+        """What `read_frames` reads each run from: descriptors, or mappings."""
+        if self.mapped:
+            with self._mappings(reads) as (index, maps):
+                yield index, maps
+        else:
+            with self._descriptors(reads) as fds:
+                yield fds, None
+
     def read(self, blocks: np.ndarray, key: np.ndarray) -> list[np.ndarray]:
         reads, rows, counts = self._runs(blocks)
         n = int(counts.sum())
@@ -484,11 +557,11 @@ class GroupReader:
         junk = np.empty((n, self._junk_bytes), np.uint8)
         crcs = np.empty(n, np.uint32) if self.verify else None
         try:
-            with self._descriptors(reads) as fds:
+            with self._sources(reads) as (sources, maps):
                 start = time.perf_counter()
                 _native.read_frames(
-                    fds, rows * self._frame, counts, self._frame, self._segments,
-                    tuple(direct), dest, junk, crcs,
+                    sources, rows * self._frame, counts, self._frame, self._segments,
+                    tuple(direct), dest, junk, crcs, False, maps,
                 )  # fmt: skip
                 elapsed = time.perf_counter() - start
             self._slow_read = elapsed * _WARM_BYTES_PER_S > n * self._frame

@@ -197,7 +197,7 @@ def chart(rows: list[dict], scale: list[dict], path: pathlib.Path) -> None:
         ax.bar(
             [r["contender"] for r in sub],
             [r["examples_per_s"] / base for r in sub],
-            color=["#888", "#c66", "#c96", "#9ac", "#36c"][: len(sub)],
+            color=["#888", "#c66", "#c96", "#9ac", "#36c", "#339"][: len(sub)],
         )
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.tick_params(axis="x", labelrotation=15)

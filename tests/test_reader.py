@@ -276,7 +276,7 @@ def many_groups(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("access", ["random", "sequential"])
+@pytest.mark.parametrize("access", ["random", "mapped", "sequential"])
 def test_process_exits_with_an_unfinished_iterator(many_groups, access):
     # A tf.data thread calling Python when the interpreter finalizes used to
     # hang the process forever (see _pycalls); the last line leaves the

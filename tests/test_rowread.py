@@ -174,14 +174,14 @@ def test_open_shards_are_bounded_and_never_closed_in_use(tmp_path):
         (tmp_path / f"s{i}").write_bytes(b"x" * 10)
         names.append(str(tmp_path / f"s{i}"))
     shards = _rowread._OpenShards(limit=2)
-    in_use = shards.acquire(1, [0, 1, 2], names)  # over the limit while in use
+    in_use, keys1 = shards.acquire(1, [0, 1, 2], names)  # over the limit while in use
     assert len(shards._open) == 3
-    other = shards.acquire(2, [0], names)  # another reader: its own descriptor
+    other, keys2 = shards.acquire(2, [0], names)  # another reader: its own descriptor
     assert other[0] != in_use[0]
     for fd in in_use.values():
         os.fstat(fd)  # still open
-    shards.release(1, [0, 1, 2])
-    shards.release(2, [0])
+    shards.release(keys1)
+    shards.release(keys2)
     assert len(shards._open) == 2  # idle ones closed, least recently used first
     with pytest.raises(OSError):
         os.fstat(in_use[0])
@@ -190,23 +190,45 @@ def test_open_shards_are_bounded_and_never_closed_in_use(tmp_path):
     assert not shards._users  # a failed acquire holds nothing
 
 
-def test_mapped_shards_are_bounded_in_bytes_and_never_closed_in_use(tmp_path):
+def test_mapped_shards_are_shared_bounded_in_bytes_and_never_closed_in_use(tmp_path):
     names = []
     for i in range(4):
         (tmp_path / f"s{i}").write_bytes(bytes([i]) * 100)
         names.append(str(tmp_path / f"s{i}"))
     (tmp_path / "empty").write_bytes(b"")
     maps = _rowread._OpenShards(limit=250, mapped=True)
-    held = maps.acquire(1, [0, 1, 2], names)  # 300 bytes, over the limit while in use
+    held, keys = maps.acquire(1, [0, 1, 2], names)  # 300 bytes, over the limit while in use
     assert [m[:1] for m in held.values()] == [b"\x00", b"\x01", b"\x02"]
-    maps.release(1, [0, 1, 2])
+    shared, other = maps.acquire(2, [2], names)  # another reader shares the mapping
+    assert shared[2] is held[2] and maps._cost == 300
+    maps.release(keys)
+    maps.release(other)
     assert maps._cost == 200 and held[0].closed and not held[2].closed  # LRU first
     maps.reserve(400)  # a reader that maps a larger split raises the bound
-    maps.acquire(1, [0, 3], names)
-    maps.release(1, [0, 3])
+    maps.release(maps.acquire(1, [0, 3], names)[1])
     assert maps._cost == 400 and len(maps._open) == 4
-    empty = maps.acquire(1, [4], [*names, str(tmp_path / "empty")])
+    empty, keys = maps.acquire(1, [4], [*names, str(tmp_path / "empty")])
     assert empty[4] == b""  # mmap refuses empty files; reads of it are short
+    maps.release(keys)
+    maps.reserve(0)
+    maps._limit = 0  # everything idle is evicted, the empty entry included
+    maps.release(maps.acquire(1, [0], names)[1])
+    assert not maps._open and maps._cost == 0
+    # A shard rewritten at the same path (a new file renamed into place) is
+    # mapped anew, never read through the old mapping.
+    held, keys = maps.acquire(1, [1], names)
+    (tmp_path / "new").write_bytes(b"\x07" * 50)
+    (tmp_path / "new").rename(names[1])
+    again, keys2 = maps.acquire(1, [1], names)
+    assert again[1][:1] == b"\x07" and held[1][:1] == b"\x01"
+    maps.release(keys + keys2)
+    with pytest.raises(_rowread.ShardReadError, match="is missing or unreadable"):
+        maps.acquire(1, [0], [str(tmp_path / "gone")])
+    with pytest.raises(
+        _rowread.ShardReadError, match="Could not memory-map shard .*access='random'"
+    ):
+        maps.acquire(1, [0], [str(tmp_path)])  # a directory: mmap fails (ENODEV)
+    assert not maps._users  # failed acquires hold nothing
 
 
 def test_readers_do_not_accumulate_descriptors(mixed):

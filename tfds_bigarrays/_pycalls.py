@@ -15,6 +15,12 @@ has been in flight for a short while: by then every buffer of the pipeline
 is full, nothing calls Python any more, and the iterator is destroyed
 cleanly. The wait gives up after a bound, so a consumer that keeps reading
 from another thread at exit delays the exit by at most that bound.
+
+A heuristic, not a guarantee: a TensorFlow-only stage after ours that keeps
+pulling batches during shutdown, more slowly than one per QUIET_SECONDS,
+can still start a call after the wait returned. Only TensorFlow can close
+that window (its py_func kernel checks `Py_IsInitialized`, which stays
+true while the interpreter finalizes).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -204,19 +204,22 @@ POOL = BufferPool(limit_bytes=64 << 20)
 class _OpenShards:
     """Open shards, shared by all readers: descriptors, or whole-file mappings.
 
-    Keyed by (reader, read): a reader opens its files after its dataset was
-    loaded, so a shard rewritten at the same path later is never read through
-    an older reader's descriptor. Shards in use by a read in flight are never
-    closed; idle ones are closed least recently used first once the open
-    ones cost more than `limit`: a count of descriptors, or with `mapped`
-    the bytes mapped (raised by `reserve`, as the pool's).
+    Descriptors are keyed by (reader, read): a reader opens its files after
+    its dataset was loaded, so a shard rewritten at the same path later is
+    never read through an older reader's descriptor. Mappings (`mapped`) are
+    keyed by the file's identity (device, inode, size, mtime), so readers of
+    the same shards share them (each mapping's pages count in RSS once) and a
+    rewritten shard, a new file renamed into place, gets a mapping of its own.
+    Shards in use by a read in flight are never closed; idle ones are closed
+    least recently used first once the open ones cost more than `limit`: a
+    count of descriptors, or the bytes mapped (raised by `reserve`).
     """
 
     def __init__(self, *, limit: int, mapped: bool = False) -> None:
         self._limit = limit
         self._mapped = mapped
-        self._open: dict[tuple[int, int], Any] = {}  # insertion order: LRU first
-        self._users: dict[tuple[int, int], int] = {}
+        self._open: dict[Hashable, Any] = {}  # insertion order: LRU first
+        self._users: dict[Hashable, int] = {}
         self._cost = 0
         self._lock = threading.Lock()
 
@@ -224,13 +227,16 @@ class _OpenShards:
         with self._lock:
             self._limit = max(self._limit, limit)
 
-    def acquire(self, owner: int, reads: list[int], names: Sequence[str]) -> dict[int, Any]:
-        """Handles of `reads` (read index -> fd or mmap); `release` them after use."""
+    def acquire(
+        self, owner: int, reads: list[int], names: Sequence[str]
+    ) -> tuple[dict[int, Any], list[Hashable]]:
+        """Handles of `reads` (read index -> fd or mapping), and the keys to `release`."""
         out: dict[int, Any] = {}
+        keys: list[Hashable] = []
         with self._lock:
             try:
                 for read in reads:
-                    key = (owner, read)
+                    key = _identity(names[read]) if self._mapped else (owner, read)
                     handle = self._open.pop(key, None)
                     if handle is None:
                         handle = (
@@ -239,21 +245,22 @@ class _OpenShards:
                         self._cost += self._cost_of(handle)
                     self._open[key] = handle  # most recently used last
                     self._users[key] = self._users.get(key, 0) + 1
+                    keys.append(key)
                     out[read] = handle
             except BaseException:
-                self._release_locked(owner, list(out))
+                self._release_locked(keys)
                 raise
-            self._evict_locked()
-        return out
+            finally:
+                self._evict_locked()
+        return out, keys
 
-    def release(self, owner: int, reads: list[int]) -> None:
+    def release(self, keys: list[Hashable]) -> None:
         with self._lock:
-            self._release_locked(owner, reads)
+            self._release_locked(keys)
             self._evict_locked()
 
-    def _release_locked(self, owner: int, reads: list[int]) -> None:
-        for read in reads:
-            key = (owner, read)
+    def _release_locked(self, keys: list[Hashable]) -> None:
+        for key in keys:
             self._users[key] -= 1
             if not self._users[key]:
                 del self._users[key]
@@ -267,9 +274,9 @@ class _OpenShards:
                 break
             handle = self._open.pop(key)
             self._cost -= self._cost_of(handle)
-            if self._mapped:
+            if isinstance(handle, mmap.mmap):
                 handle.close()
-            else:
+            elif isinstance(handle, int):
                 os.close(handle)
 
 
@@ -302,6 +309,15 @@ def _file_size(name: str) -> int:
         return 0  # reported, by name, when read
 
 
+def _identity(name: str) -> Hashable:
+    try:
+        st = os.stat(name)
+    except OSError:
+        os.close(_open_shard(name))  # raises the error that names the shard
+        raise
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _map_shard(name: str) -> mmap.mmap | bytes:
     fd = _open_shard(name)
     try:
@@ -309,6 +325,11 @@ def _map_shard(name: str) -> mmap.mmap | bytes:
         if not size:
             return b""  # mmap refuses empty files; every read of it is short
         return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    except OSError as e:  # ENOMEM (ulimit -v, vm.max_map_count), ENODEV...
+        raise ShardReadError(
+            f"Could not memory-map shard {name} ({e.strerror}). Read it with "
+            "read_options(access='random') instead, or raise the limit on mappings."
+        ) from e
     finally:
         os.close(fd)
 
@@ -515,21 +536,21 @@ class GroupReader:
     def _descriptors(self, reads: np.ndarray) -> Iterator[np.ndarray]:
         """The file descriptor of each run's read, held while in the block."""
         used = np.unique(reads).tolist()
-        fd_of = SHARDS.acquire(self._owner, used, self.space.filenames)
+        fd_of, keys = SHARDS.acquire(self._owner, used, self.space.filenames)
         try:
             yield np.array([fd_of[r] for r in used], np.int64)[np.searchsorted(used, reads)]
         finally:
-            SHARDS.release(self._owner, used)
+            SHARDS.release(keys)
 
     @contextlib.contextmanager
     def _mappings(self, reads: np.ndarray) -> Iterator[tuple[np.ndarray, tuple[Any, ...]]]:
         """Each run's index into a tuple of mapped shards, held while in the block."""
         used = np.unique(reads).tolist()
-        map_of = MAPS.acquire(self._owner, used, self.space.filenames)
+        map_of, keys = MAPS.acquire(self._owner, used, self.space.filenames)
         try:
             yield np.searchsorted(used, reads).astype(np.int64), tuple(map_of[r] for r in used)
         finally:
-            MAPS.release(self._owner, used)
+            MAPS.release(keys)
 
     @contextlib.contextmanager
     def _sources(self, reads: np.ndarray) -> Iterator[tuple[np.ndarray, tuple[Any, ...] | None]]:

@@ -295,3 +295,22 @@ def test_process_exits_with_an_unfinished_iterator(many_groups, access):
         pytest.fail(f"a process with an unfinished {access} iterator did not exit in 60 s")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["64"]
+
+
+def test_random_access_batches_run_without_tf_data_autotuning(small_dataset):
+    # Nothing to tune there, and the autotuning thread delayed the end of an
+    # epoch by tens of milliseconds (see _reader._finish).
+    batched = load(small_dataset, shuffle_files=True, batch_size=64)
+    assert batched.options().autotune.enabled is False
+    with tb.read_options(access="sequential"):
+        sequential = load(small_dataset, shuffle_files=True, batch_size=64)
+    assert sequential.options().autotune.enabled is not False  # AUTOTUNE knobs there
+    again = batched.with_options(_autotune_on())
+    assert again.options().autotune.enabled is True  # the user can turn it back on
+    assert sorted(first_values(again)) == sorted(map(bytes, small_dataset["x_train"]))
+
+
+def _autotune_on():
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    return options

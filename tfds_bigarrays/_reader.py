@@ -493,6 +493,14 @@ def as_dataset(
             ds = ds.prefetch(prefetch if batch_size else tf.data.AUTOTUNE)
         opts = tf.data.Options()
         opts.autotune.ram_budget = plan.autotune_ram_bytes
+        if group_plan is not None and batch_size:
+            # Random access with batches has no AUTOTUNE knob (parallel reads and
+            # prefetch are planned), and tf.data's autotuning thread only cost:
+            # destroying an iterator waits for an optimization in progress, which
+            # held about 67 ms at the end of a quarter of the epochs (measured on
+            # 64x64 rows: 200k examples/s with autotune, 255k without). Set
+            # `options.autotune.enabled = True` on the dataset to bring it back.
+            opts.autotune.enabled = False
         ds = ds.with_options(opts)
         if read_config.options is not None:
             ds = ds.with_options(read_config.options)

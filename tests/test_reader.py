@@ -242,9 +242,10 @@ def test_random_access_full_batches_until_the_last(small_dataset):
     assert sizes == [128] * 23 + [56]
 
 
-def test_large_rows_read_one_batch_per_group(tmp_path):
-    # 3.2 KB rows: a batch of 100 is one group of blocks (no rebatching); the
-    # short last block comes last, so only the last batch is short.
+def test_large_rows_read_in_whole_batches(tmp_path):
+    # 3.2 KB rows: a batch of 100 is a whole number of blocks, groups hold
+    # whole batches; the short last block comes last, so only the last batch
+    # is short.
     x = np.arange(1003 * 400, dtype=np.float64).reshape(1003, 20, 20)
     tb.build("wide", data_dir=tmp_path, splits={"train": {"x": x}}, shard_bytes=100_000)
     rc = tfds.ReadConfig(shuffle_seed=9)

@@ -212,6 +212,9 @@ typedef struct {
   int hw;
 } CrcJob;
 
+/* Where segment j of source row `src` lands: its row of an output, or at
+   `j_off` in the row's junk (the junk segments before j, back to back). The
+   reads write there and crc_records reads from there. */
 static const uint8_t *piece(const CrcJob *job, Py_ssize_t src, Py_ssize_t j, Py_ssize_t j_off) {
   int64_t len = job->seg[3 * j + 1], t = job->seg[3 * j + 2];
   return t < 0 ? job->junk + src * job->junk_bytes + j_off
@@ -418,15 +421,11 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
         for (int64_t r = 0; r < batch; r++) {
           Py_ssize_t src = row + done_rows + r;
           const uint8_t *from = base + off[i] + (done_rows + r) * (int64_t)frame_bytes;
-          uint8_t *j_ptr = junk_base + src * junk_bytes;
+          Py_ssize_t j_off = 0;
           for (Py_ssize_t j = 0; j < n_segs; j++) {
-            int64_t len = seg[3 * j + 1], t = seg[3 * j + 2];
-            if (t < 0) {
-              memcpy(j_ptr, from, (size_t)len);
-              j_ptr += len;
-            } else {
-              memcpy((uint8_t *)outs[t].buf + dst[src] * len, from, (size_t)len);
-            }
+            int64_t len = seg[3 * j + 1];
+            memcpy((uint8_t *)piece(&job, src, j, j_off), from, (size_t)len);
+            if (seg[3 * j + 2] < 0) j_off += len;
             from += len;
           }
         }
@@ -442,17 +441,13 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
       int n_iov = 0;
       for (int64_t r = 0; r < batch; r++) {
         Py_ssize_t src = row + done_rows + r;
-        uint8_t *j_ptr = junk_base + src * junk_bytes;
+        Py_ssize_t j_off = 0;
         for (Py_ssize_t j = 0; j < n_segs; j++) {
-          int64_t len = seg[3 * j + 1], t = seg[3 * j + 2];
-          if (t < 0) {
-            iov[n_iov].iov_base = j_ptr;
-            j_ptr += len;
-          } else {
-            iov[n_iov].iov_base = (uint8_t *)outs[t].buf + dst[src] * len;
-          }
+          int64_t len = seg[3 * j + 1];
+          iov[n_iov].iov_base = (uint8_t *)piece(&job, src, j, j_off);
           iov[n_iov].iov_len = (size_t)len;
           n_iov++;
+          if (seg[3 * j + 2] < 0) j_off += len;
         }
       }
       /* preadv may stop short (signals, EOF): finish byte by byte. */

@@ -533,31 +533,30 @@ class GroupReader:
         return self.space.runs(first, count)
 
     @contextlib.contextmanager
-    def _descriptors(self, reads: np.ndarray) -> Iterator[np.ndarray]:
-        """The file descriptor of each run's read, held while in the block."""
+    def _held(
+        self, cache: _OpenShards, reads: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, list[Any]]]:
+        """Each run's index into the handles of its distinct reads, held while in the block."""
         used = np.unique(reads).tolist()
-        fd_of, keys = SHARDS.acquire(self._owner, used, self.space.filenames)
+        handle_of, keys = cache.acquire(self._owner, used, self.space.filenames)
         try:
-            yield np.array([fd_of[r] for r in used], np.int64)[np.searchsorted(used, reads)]
+            yield np.searchsorted(used, reads).astype(np.int64), [handle_of[r] for r in used]
         finally:
-            SHARDS.release(keys)
+            cache.release(keys)
 
     @contextlib.contextmanager
-    def _mappings(self, reads: np.ndarray) -> Iterator[tuple[np.ndarray, tuple[Any, ...]]]:
-        """Each run's index into a tuple of mapped shards, held while in the block."""
-        used = np.unique(reads).tolist()
-        map_of, keys = MAPS.acquire(self._owner, used, self.space.filenames)
-        try:
-            yield np.searchsorted(used, reads).astype(np.int64), tuple(map_of[r] for r in used)
-        finally:
-            MAPS.release(keys)
+    def _descriptors(self, reads: np.ndarray) -> Iterator[np.ndarray]:
+        """The file descriptor of each run's read, held while in the block."""
+        with self._held(SHARDS, reads) as (index, fds):
+            yield np.array(fds, np.int64)[index]
 
     @contextlib.contextmanager
     def _sources(self, reads: np.ndarray) -> Iterator[tuple[np.ndarray, tuple[Any, ...] | None]]:
-        """What `read_frames` reads each run from: descriptors, or mappings."""
+        """What `read_frames` reads each run from: descriptors, or mapped shards
+        (then each run's index into a tuple of mappings)."""
         if self.mapped:
-            with self._mappings(reads) as (index, maps):
-                yield index, maps
+            with self._held(MAPS, reads) as (index, maps):
+                yield index, tuple(maps)
         else:
             with self._descriptors(reads) as fds:
                 yield fds, None

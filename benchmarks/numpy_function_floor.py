@@ -19,16 +19,16 @@ output or copies it.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
-import subprocess
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _common import emit, measure_epochs, run_child  # noqa: E402
 
 ROWS, SHAPE, BATCH = 20_000, (64, 64), 256
 
 
 def child(kind: str, seconds: float) -> dict:
-    import os
     import time
 
     import numpy as np
@@ -70,20 +70,7 @@ def child(kind: str, seconds: float) -> dict:
         ds = ds.map(fn, num_parallel_calls=2, deterministic=True).prefetch(1)
         first = next(iter(ds))[0]
         adopted = first.numpy().ctypes.data == group.ctypes.data
-    for _ in ds.take(20):
-        pass
-    count = 0
-    cpu0 = sum(os.times()[:2])
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for batch in ds:
-            count += int(batch[0].shape[0])
-    wall = time.perf_counter() - t0
-    out = {
-        "kind": kind,
-        "examples_per_s": count / wall,
-        "cpu_us_per_example": (sum(os.times()[:2]) - cpu0) / count * 1e6,
-    }
+    out = {"kind": kind, **measure_epochs(ds, min_epochs=2, min_seconds=seconds)}
     if kind != "in-memory":
         out["output_adopted"] = adopted
     return out
@@ -96,7 +83,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child, args.seconds)), flush=True)
+        emit(child(args.child, args.seconds))
         return
     results: dict[str, list[dict]] = {
         "in-memory": [],
@@ -105,13 +92,7 @@ def main() -> None:
     }
     for _ in range(args.rounds):
         for kind in results:
-            proc = subprocess.run(
-                [sys.executable, str(pathlib.Path(__file__)), "--child", kind,
-                 "--seconds", str(args.seconds)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-            results[kind].append(json.loads(line[7:]))
+            results[kind].append(run_child(__file__, kind, "--seconds", str(args.seconds)))
             r = results[kind][-1]
             print(f"  {kind:22s} {r['examples_per_s']:>10,.0f} ex/s  "
                   f"{r['cpu_us_per_example']:.2f} us CPU/ex", flush=True)  # fmt: skip

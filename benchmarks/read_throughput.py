@@ -177,6 +177,12 @@ def make(contender: str, src: pathlib.Path, kind: str):
 def child(args) -> None:
     src = pathlib.Path(args.src)
     ds = make(args.contender, src, args.kind)
+    if args.autotune:  # e.g. ours with tf.data autotuning back on, for comparison
+        import tensorflow as tf
+
+        options = tf.data.Options()
+        options.autotune.enabled = True
+        ds = ds.with_options(options)
     result = measure_epochs(
         ds, min_epochs=args.epochs, min_seconds=args.seconds, warmup_batches=args.warmup
     )
@@ -269,6 +275,11 @@ def main() -> None:
         "--seconds", type=float, default=5.0, help="and at least this long, per measurement"
     )
     parser.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--autotune",
+        action="store_true",
+        help="with --child: turn tf.data autotuning on for the contender's dataset",
+    )
     parser.add_argument(
         "--rounds",
         type=int,

@@ -213,8 +213,8 @@ EXACT_BATCH_BYTES = 256 * 1024
 # ... and a group of such batches holds at least this many bytes (whole
 # batches, then rebatched), unless one batch is bigger: each call costs
 # TensorFlow and Python about 0.4 ms whatever its size, more than splitting
-# a group costs. Measured on 64x64 float32 rows, batches of 256 (4 MiB),
-# 2 cores: one batch per group 232k examples/s (mapped 242k), two per
+# a group costs. Measured (one-off script) on 64x64 float32 rows, batches
+# of 256 (4 MiB), 2 cores: one batch per group 232k examples/s (mapped 242k), two per
 # group 266k (304k), four 266-291k (303k).
 GROUP_TARGET_BYTES = 8 * MiB
 # Blocks of random-access reads: one pread each, so larger than the blocks of

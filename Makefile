@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg setup.py pyproject.toml tfds_bigarrays/_native.c
+$(STAMP): setup.cfg setup.py pyproject.toml tfds_bigarrays/_native.c tfds_bigarrays/_readcore.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -e '.[beam,hdf5,test,dev]'

@@ -8,6 +8,7 @@ setup(
             "tfds_bigarrays._native",
             ["tfds_bigarrays/_native.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall"],
+            depends=["tfds_bigarrays/_readcore.h"],
         )
     ]
 )

@@ -13,71 +13,29 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <nmmintrin.h>
-#define HAVE_SSE42_PATH 1
-#endif
-
-/* ------------------------------------------------------------- CRC32C */
-
-static uint32_t crc_table[8][256];
-
-static void init_crc_table(void) {
-  for (uint32_t i = 0; i < 256; i++) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
-    crc_table[0][i] = c;
-  }
-  for (uint32_t i = 0; i < 256; i++) {
-    for (int t = 1; t < 8; t++) {
-      uint32_t c = crc_table[t - 1][i];
-      crc_table[t][i] = (c >> 8) ^ crc_table[0][c & 0xFF];
-    }
-  }
-}
-
-/* Portable slicing-by-8, for machines without the CRC32 instruction:
-   the CRC32C of the bytes hashed so far (`crc`) extended by p[0..n). */
-static uint32_t crc32c_soft_extend(uint32_t crc, const uint8_t *p, size_t n) {
-  uint32_t c = crc ^ 0xFFFFFFFFu;
-  while (n >= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    w ^= c; /* little-endian only: checked in the module init */
-    c = crc_table[7][w & 0xFF] ^ crc_table[6][(w >> 8) & 0xFF] ^
-        crc_table[5][(w >> 16) & 0xFF] ^ crc_table[4][(w >> 24) & 0xFF] ^
-        crc_table[3][(w >> 32) & 0xFF] ^ crc_table[2][(w >> 40) & 0xFF] ^
-        crc_table[1][(w >> 48) & 0xFF] ^ crc_table[0][w >> 56];
-    p += 8;
-    n -= 8;
-  }
-  while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
-  return c ^ 0xFFFFFFFFu;
-}
+#include "_readcore.h"
 
 #ifdef HAVE_SSE42_PATH
 /* Four rows at once: the crc32 instruction has a latency of three cycles
    but a throughput of one, so four independent streams keep it busy. */
 __attribute__((target("sse4.2"))) static void crc_rows_sse42(const uint8_t *base,
-                                                             Py_ssize_t rows,
-                                                             Py_ssize_t stride,
-                                                             Py_ssize_t length,
+                                                             ptrdiff_t rows,
+                                                             ptrdiff_t stride,
+                                                             ptrdiff_t length,
                                                              uint32_t *out) {
-  Py_ssize_t r = 0;
+  ptrdiff_t r = 0;
   for (; r + 4 <= rows; r += 4) {
     const uint8_t *p0 = base + r * stride, *p1 = p0 + stride, *p2 = p1 + stride,
                   *p3 = p2 + stride;
     uint64_t c0 = 0xFFFFFFFFu, c1 = c0, c2 = c0, c3 = c0;
-    Py_ssize_t i = 0;
+    ptrdiff_t i = 0;
     for (; i + 8 <= length; i += 8) {
       uint64_t w0, w1, w2, w3;
       memcpy(&w0, p0 + i, 8);
@@ -104,7 +62,7 @@ __attribute__((target("sse4.2"))) static void crc_rows_sse42(const uint8_t *base
   for (; r < rows; r++) {
     const uint8_t *p = base + r * stride;
     uint64_t c = 0xFFFFFFFFu;
-    Py_ssize_t i = 0;
+    ptrdiff_t i = 0;
     for (; i + 8 <= length; i += 8) {
       uint64_t w;
       memcpy(&w, p + i, 8);
@@ -116,15 +74,6 @@ __attribute__((target("sse4.2"))) static void crc_rows_sse42(const uint8_t *base
   }
 }
 #endif
-
-static int use_hardware(void) {
-#ifdef HAVE_SSE42_PATH
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("sse4.2") != 0;
-#else
-  return 0;
-#endif
-}
 
 static PyObject *crc32c_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
   static char *kwlist[] = {"data", "out", "stride", "start", "length", "software", NULL};
@@ -165,102 +114,6 @@ done:
   return result;
 }
 
-/* ------------------------------------------------------------- read_frames */
-
-#define MAX_SEGS 4096
-#define IOV_CHUNK 1024
-
-/* Four-stream CRC32C over the same pieces of four rows (see crc_rows_sse42). */
-typedef struct {
-  const uint8_t *ptr[4];
-} Rows4;
-
-#ifdef HAVE_SSE42_PATH
-__attribute__((target("sse4.2"))) static void crc4_extend(uint32_t c[4], Rows4 rows,
-                                                          Py_ssize_t length) {
-  uint64_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
-  Py_ssize_t i = 0;
-  for (; i + 8 <= length; i += 8) {
-    uint64_t w0, w1, w2, w3;
-    memcpy(&w0, rows.ptr[0] + i, 8);
-    memcpy(&w1, rows.ptr[1] + i, 8);
-    memcpy(&w2, rows.ptr[2] + i, 8);
-    memcpy(&w3, rows.ptr[3] + i, 8);
-    c0 = _mm_crc32_u64(c0, w0);
-    c1 = _mm_crc32_u64(c1, w1);
-    c2 = _mm_crc32_u64(c2, w2);
-    c3 = _mm_crc32_u64(c3, w3);
-  }
-  uint32_t d[4] = {(uint32_t)c0, (uint32_t)c1, (uint32_t)c2, (uint32_t)c3};
-  for (; i < length; i++)
-    for (int k = 0; k < 4; k++) d[k] = _mm_crc32_u8(d[k], rows.ptr[k][i]);
-  memcpy(c, d, sizeof d);
-}
-#endif
-
-/* CRC32C of the records of source rows [r0, r1), from where their pieces
-   landed (see read_frames). Called right after each read, while the rows are
-   still in the cache. */
-typedef struct {
-  const int64_t *seg;
-  Py_ssize_t n_segs;
-  const Py_buffer *outs;
-  const int64_t *dst;
-  const uint8_t *junk;
-  Py_ssize_t junk_bytes;
-  uint32_t *out_crc;
-  int hw;
-} CrcJob;
-
-/* Where segment j of source row `src` lands: its row of an output, or at
-   `j_off` in the row's junk (the junk segments before j, back to back). The
-   reads write there and crc_records reads from there. */
-static const uint8_t *piece(const CrcJob *job, Py_ssize_t src, Py_ssize_t j, Py_ssize_t j_off) {
-  int64_t len = job->seg[3 * j + 1], t = job->seg[3 * j + 2];
-  return t < 0 ? job->junk + src * job->junk_bytes + j_off
-               : (const uint8_t *)job->outs[t].buf + job->dst[src] * len;
-}
-
-static void crc_records(const CrcJob *job, Py_ssize_t r0, Py_ssize_t r1) {
-  const int64_t *seg = job->seg;
-  Py_ssize_t r = r0;
-#ifdef HAVE_SSE42_PATH
-  if (job->hw) {
-    for (; r + 4 <= r1; r += 4) {
-      uint32_t c[4] = {0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu};
-      Py_ssize_t j_off = seg[1]; /* the header is the first junk segment */
-      for (Py_ssize_t j = 1; j + 1 < job->n_segs; j++) {
-        Rows4 p;
-        for (int q = 0; q < 4; q++) p.ptr[q] = piece(job, r + q, j, j_off);
-        crc4_extend(c, p, seg[3 * j + 1]);
-        if (seg[3 * j + 2] < 0) j_off += seg[3 * j + 1];
-      }
-      for (int q = 0; q < 4; q++) job->out_crc[r + q] = c[q] ^ 0xFFFFFFFFu;
-    }
-  }
-#endif
-  for (; r < r1; r++) {
-    uint32_t c = 0;
-    Py_ssize_t j_off = seg[1];
-    for (Py_ssize_t j = 1; j + 1 < job->n_segs; j++) {
-      const uint8_t *p = piece(job, r, j, j_off);
-      int64_t len = seg[3 * j + 1];
-#ifdef HAVE_SSE42_PATH
-      if (job->hw) {
-        Rows4 same = {{p, p, p, p}};
-        uint32_t c4[4];
-        c4[0] = c4[1] = c4[2] = c4[3] = c ^ 0xFFFFFFFFu;
-        crc4_extend(c4, same, len);
-        c = c4[0] ^ 0xFFFFFFFFu;
-      } else
-#endif
-        c = crc32c_soft_extend(c, p, (size_t)len);
-      if (seg[3 * j + 2] < 0) j_off += len;
-    }
-    job->out_crc[r] = c;
-  }
-}
-
 static PyObject *read_frames(PyObject *self, PyObject *args) {
   /* read_frames(fds, offsets, counts, frame_bytes, segs, outputs, dest, junk, crcs)
 
@@ -294,13 +147,17 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   Py_ssize_t n_maps = mapped ? PyTuple_GET_SIZE(maps_o) : 0, n_maps_got = 0;
   Py_buffer *outs = calloc(n_out ? n_out : 1, sizeof(Py_buffer));
   Py_buffer *maps = calloc(n_maps ? n_maps : 1, sizeof(Py_buffer));
+  /* Raw views of the same buffers, for read_runs. */
+  uint8_t **out_bufs = calloc(n_out ? n_out : 1, sizeof(uint8_t *));
+  const uint8_t **map_bufs = calloc(n_maps ? n_maps : 1, sizeof(uint8_t *));
+  int64_t *map_lens = calloc(n_maps ? n_maps : 1, sizeof(int64_t));
   struct iovec *iov = malloc(sizeof(struct iovec) * IOV_CHUNK);
   int64_t *idx = NULL;
   uint8_t *seen = NULL;
   PyObject *result = NULL;
   Py_ssize_t n_outs_got = 0;
   int have_crcs = crcs_o != Py_None;
-  if (!outs || !maps || !iov) {
+  if (!outs || !maps || !out_bufs || !map_bufs || !map_lens || !iov) {
     PyErr_NoMemory();
     goto done;
   }
@@ -320,6 +177,11 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
     if (PyObject_GetBuffer(PyTuple_GET_ITEM(maps_o, n_maps_got), &maps[n_maps_got],
                            PyBUF_SIMPLE) < 0)
       goto done;
+  for (Py_ssize_t i = 0; i < n_out; i++) out_bufs[i] = outs[i].buf;
+  for (Py_ssize_t i = 0; i < n_maps; i++) {
+    map_bufs[i] = maps[i].buf;
+    map_lens[i] = maps[i].len;
+  }
 
   Py_ssize_t k = fds.len / 8, n_segs = segs.len / 24, rows = dest.len / 8;
   if (fds.len % 8 || offsets.len != fds.len || counts.len != fds.len || segs.len % 24 ||
@@ -394,93 +256,14 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   int hw = 0;
   (void)software;
 #endif
-  CrcJob job = {seg, n_segs, outs, dst, junk_base, junk_bytes,
+  CrcJob job = {seg, n_segs, out_bufs, dst, junk_base, junk_bytes,
                 have_crcs ? (uint32_t *)crcs.buf : NULL, hw};
   Py_BEGIN_ALLOW_THREADS;
-  Py_ssize_t row = 0;
-  /* Rows per preadv: what IOV_MAX allows, and at most ~256 KiB, so that the
-     CRC pass after each read finds the rows still in the cache. */
-  Py_ssize_t rows_per_call = IOV_CHUNK / n_segs;
-  if (rows_per_call * frame_bytes > (256 << 10)) rows_per_call = (256 << 10) / frame_bytes;
-  if (rows_per_call < 1) rows_per_call = 1;
-  for (Py_ssize_t i = 0; i < k && failed < 0; i++) {
-    int64_t done_rows = 0;
-    if (mapped) {
-      /* The frames are in memory (a mapped shard): copy each segment to its
-         place, then check the CRCs of the same rows while still cached. */
-      const uint8_t *base = maps[fd[i]].buf;
-      int64_t avail = maps[fd[i]].len - off[i];
-      if (avail < cnt[i] * (int64_t)frame_bytes) {
-        failed = i;
-        got = avail > 0 ? (Py_ssize_t)avail : 0;
-        break;
-      }
-      while (done_rows < cnt[i]) {
-        int64_t batch = cnt[i] - done_rows;
-        if (batch > rows_per_call) batch = rows_per_call;
-        for (int64_t r = 0; r < batch; r++) {
-          Py_ssize_t src = row + done_rows + r;
-          const uint8_t *from = base + off[i] + (done_rows + r) * (int64_t)frame_bytes;
-          Py_ssize_t j_off = 0;
-          for (Py_ssize_t j = 0; j < n_segs; j++) {
-            int64_t len = seg[3 * j + 1];
-            memcpy((uint8_t *)piece(&job, src, j, j_off), from, (size_t)len);
-            if (seg[3 * j + 2] < 0) j_off += len;
-            from += len;
-          }
-        }
-        if (have_crcs) crc_records(&job, row + done_rows, row + done_rows + batch);
-        done_rows += batch;
-      }
-      row += cnt[i];
-      continue;
-    }
-    while (done_rows < cnt[i] && failed < 0) {
-      int64_t batch = cnt[i] - done_rows;
-      if (batch > rows_per_call) batch = rows_per_call;
-      int n_iov = 0;
-      for (int64_t r = 0; r < batch; r++) {
-        Py_ssize_t src = row + done_rows + r;
-        Py_ssize_t j_off = 0;
-        for (Py_ssize_t j = 0; j < n_segs; j++) {
-          int64_t len = seg[3 * j + 1];
-          iov[n_iov].iov_base = (uint8_t *)piece(&job, src, j, j_off);
-          iov[n_iov].iov_len = (size_t)len;
-          n_iov++;
-          if (seg[3 * j + 2] < 0) j_off += len;
-        }
-      }
-      /* preadv may stop short (signals, EOF): finish byte by byte. */
-      size_t want = (size_t)(batch * frame_bytes), have = 0;
-      int first = 0;
-      while (have < want) {
-        ssize_t m = preadv((int)fd[i], iov + first, n_iov - first,
-                           (off_t)(off[i] + (done_rows * frame_bytes) + (int64_t)have));
-        if (m < 0 && errno == EINTR) continue;
-        if (m <= 0) {
-          failed = i;
-          got = (Py_ssize_t)(done_rows * frame_bytes + (int64_t)have);
-          err = m < 0 ? errno : 0;
-          break;
-        }
-        have += (size_t)m;
-        while (m > 0) {
-          if ((size_t)m >= iov[first].iov_len) {
-            m -= (ssize_t)iov[first].iov_len;
-            first++;
-          } else {
-            iov[first].iov_base = (uint8_t *)iov[first].iov_base + m;
-            iov[first].iov_len -= (size_t)m;
-            m = 0;
-          }
-        }
-      }
-      if (failed < 0 && have_crcs)
-        crc_records(&job, row + done_rows, row + done_rows + batch);
-      done_rows += batch;
-    }
-    row += cnt[i];
-  }
+  ReadStatus st = read_runs(&job, frame_bytes, k, fd, off, cnt, mapped ? map_bufs : NULL,
+                            mapped ? map_lens : NULL, iov);
+  failed = st.failed;
+  got = st.got;
+  err = st.err;
   Py_END_ALLOW_THREADS;
   if (failed >= 0) {
     PyObject *info = Py_BuildValue("(nni)", failed, got, err);
@@ -496,6 +279,9 @@ done:
   for (Py_ssize_t i = 0; i < n_maps_got; i++) PyBuffer_Release(&maps[i]);
   free(outs);
   free(maps);
+  free(out_bufs);
+  free(map_bufs);
+  free(map_lens);
   free(iov);
   free(idx);
   free(seen);
@@ -509,17 +295,7 @@ done:
   return result;
 }
 
-/* ------------------------------------------------------------- feistel */
-
-static inline uint64_t mix64(uint64_t x) { /* splitmix64's finalizer */
-  x *= 0x9E3779B97F4A7C15ull;
-  x ^= x >> 30;
-  x *= 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 27;
-  x *= 0x94D049BB133111EBull;
-  x ^= x >> 31;
-  return x;
-}
+/* ------------------------------------------------------------- permutations */
 
 static PyObject *feistel(PyObject *self, PyObject *args) {
   /* feistel(indices, out, n, half_bits, keys): the C twin of
@@ -537,32 +313,36 @@ static PyObject *feistel(PyObject *self, PyObject *args) {
     goto fdone;
   }
   const uint64_t *x = in.buf, *k = keys.buf;
-  uint64_t *y = out.buf, mask = (1ull << half) - 1;
+  uint64_t *y = out.buf;
   for (Py_ssize_t i = 0; i < count; i++) {
     if (x[i] >= n) {
       PyErr_Format(PyExc_ValueError, "indices must be < n=%llu.", n);
       goto fdone;
     }
   }
-  for (Py_ssize_t i = 0; i < count; i++) {
-    uint64_t v = x[i];
-    do {
-      uint64_t left = v >> half, right = v & mask;
-      for (Py_ssize_t r = 0; r < rounds; r++) {
-        uint64_t t = right;
-        right = left ^ (mix64(right ^ k[r]) & mask);
-        left = t;
-      }
-      v = (left << half) | right;
-    } while (v >= n);
-    y[i] = v;
-  }
+  for (Py_ssize_t i = 0; i < count; i++) y[i] = feistel_one(x[i], n, half, k, rounds);
   result = Py_NewRef(Py_None);
 fdone:
   PyBuffer_Release(&in);
   PyBuffer_Release(&out);
   PyBuffer_Release(&keys);
   return result;
+}
+
+static PyObject *py_row_order(PyObject *self, PyObject *args) {
+  /* row_order(seed, group, out): out (int64) = the permutation of a group's
+     rows, as the TensorFlow op computes it (see _readcore.h). */
+  unsigned long long seed, group;
+  Py_buffer out = {0};
+  if (!PyArg_ParseTuple(args, "KKw*", &seed, &group, &out)) return NULL;
+  if (out.len % 8) {
+    PyBuffer_Release(&out);
+    PyErr_SetString(PyExc_ValueError, "row_order: out must be an int64 array");
+    return NULL;
+  }
+  row_order(seed, group, out.len / 8, out.buf);
+  PyBuffer_Release(&out);
+  Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------- advise */
@@ -622,6 +402,9 @@ static PyMethodDef methods[] = {
     {"advise", advise, METH_VARARGS,
      "advise(fds, offsets, lengths)\n\n"
      "posix_fadvise(POSIX_FADV_WILLNEED) on each range (int64 arrays); a hint, never fails."},
+    {"row_order", py_row_order, METH_VARARGS,
+     "row_order(seed, group, out)\n\n"
+     "Writes into `out` (int64) the keyed permutation of a group's rows."},
     {"feistel", feistel, METH_VARARGS,
      "feistel(indices, out, n, half_bits, keys)\n\n"
      "The keyed permutation of _permutation.Permutation, for uint64 indices < n."},

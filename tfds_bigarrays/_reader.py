@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfds_bigarrays import _readplan, _rowread
+from tfds_bigarrays import _readplan, _rowread, _tfop
 from tfds_bigarrays._encoding import BYTES, RecordCodec, crc_errors
 from tfds_bigarrays._layout import Layout
 from tfds_bigarrays._lazy import LazyDataset
@@ -270,10 +270,15 @@ def _random_groups(
     specs = [slot.spec for slot in reader.codec.slots.values()]
     names = list(reader.codec.slots)
     dtypes = [tf.as_dtype(spec.dtype) for spec in specs]
+    attrs = reader.op_attrs()
+    op = _tfop.library() if attrs is not None else None
     read = CALLS.wrap(reader.read_group)  # a quiet exit: see _pycalls
 
     def read_group(epoch_seed: tf.Tensor, group: tf.Tensor) -> Any:
-        arrays = tf.numpy_function(read, [group, epoch_seed], dtypes, stateful=False)
+        if op is not None:  # the same rows, with no Python call and no second copy
+            arrays = op.tfds_bigarrays_read_group(group, epoch_seed, **(attrs or {}))
+        else:
+            arrays = tf.numpy_function(read, [group, epoch_seed], dtypes, stateful=False)
         return structure(
             {
                 name: tf.ensure_shape(a, [None, *spec.shape])

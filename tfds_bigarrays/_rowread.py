@@ -362,7 +362,8 @@ class GroupReader:
     last may be shorter). `read(blocks, key)` reads the blocks, checks every
     frame header and Example layout (and with `verify` every CRC32C), and
     returns one array per feature (sorted by name), rows in block order, or
-    permuted by a Philox generator keyed by `key` if `key` is not empty.
+    permuted by `_native.row_order` keyed by `key` = (seed, group) if `key`
+    is not empty.
 
     Each frame is read with one scatter read: a feature stored as raw bytes
     goes straight to its row of the output (permuted rows included); the
@@ -465,6 +466,34 @@ class GroupReader:
         self._expected_at = np.concatenate(expected_at).astype(np.intp)
         self._expected = np.concatenate(expected)
 
+    def op_attrs(self) -> dict[str, Any] | None:
+        """The attributes of `_read_op.cc`'s op reading this reader's groups.
+
+        None where the op cannot: shards read mapped, or a feature that is not
+        stored as raw bytes (bool, uint32, empty rows, or past _MAX_DIRECT),
+        which this class decodes in numpy.
+        """
+        if self.mapped or len(self._direct) != len(self.codec.slots):
+            return None
+        specs = [self.codec.slots[name].spec for name in self._direct]
+        return {
+            "filenames": list(self.space.filenames),
+            "skips": list(self.space.skips),
+            "starts": list(self.space.starts),
+            "frame_bytes": self._frame,
+            "block_rows": self.block_rows,
+            "group_blocks": self.group_blocks,
+            "shuffle": self.shuffle,
+            "verify": self.verify,
+            "lookahead": self.lookahead,
+            "segments": self._segments.ravel().tolist(),
+            "expected_at": self._expected_at.tolist(),
+            "expected": self._expected.tobytes(),
+            "crc_at": self._crc_at,
+            "out_types": [spec.dtype for spec in specs],
+            "out_shapes": [list(spec.shape) for spec in specs],
+        }
+
     def read_group(self, group: np.integer | int, epoch_seed: np.integer | int) -> list[np.ndarray]:
         """Group `group` of an epoch: its blocks, then rows, in epoch order.
 
@@ -565,8 +594,9 @@ class GroupReader:
         reads, rows, counts = self._runs(blocks)
         n = int(counts.sum())
         if len(key):
-            philox = np.random.Philox(key=np.asarray(key, np.int64).view(np.uint64))
-            dest = np.random.Generator(philox).permutation(n).astype(np.int64)
+            # The same permutation as the TensorFlow op's (_readcore.h).
+            dest = np.empty(n, np.int64)
+            _native.row_order(int(key[0]), int(key[1]), dest)
         else:
             dest = np.arange(n, dtype=np.int64)
         slots = self.codec.slots

@@ -1,0 +1,422 @@
+// TfdsBigarraysReadGroup: one group of a split's rows, read straight into
+// the tensors TensorFlow allocates for them.
+//
+// The TensorFlow twin of `_rowread.GroupReader.read_group`, for the common
+// case where every feature is stored as raw bytes. It plans the group
+// (block permutation, runs, row order), reads it and checks it (frame
+// layout, CRC32C) with no Python and no GIL, and with no copy but the read
+// itself: a `tf.numpy_function` costs a Python call per group and a second
+// copy of every output (TensorFlow 2.21 copies them, holding the GIL).
+//
+// Same plan, same bytes, same errors as GroupReader (tests compare them):
+// the read loop and the permutations come from _readcore.h, shared with the
+// Python extension.
+//
+// Built on first use by _tfop.py against the installed TensorFlow's headers.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+extern "C" {
+#include "_readcore.h"
+}
+
+namespace tfds_bigarrays {
+namespace {
+
+using ::tensorflow::DataType;
+using ::tensorflow::DataTypeSize;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::PartialTensorShape;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+namespace errors = ::tensorflow::errors;
+
+constexpr uint64_t kSeedMask = (1ull << 63) - 1;
+constexpr uint32_t kMaskDelta = 0xa282ead8u;
+// As in _rowread.py: reads faster than this came from the page cache, and
+// announcing a block that took longer meant the kernel had to start a read.
+constexpr double kWarmBytesPerS = 2e9;
+constexpr double kColdHintSeconds = 10e-6;
+constexpr int kWarmProbeEvery = 8;
+// Descriptors a kernel keeps open; past that, shards are opened per read.
+constexpr int kMaxOpen = 128;
+
+REGISTER_OP("TfdsBigarraysReadGroup")
+    .Input("group: int64")
+    .Input("epoch_seed: int64")
+    .Output("values: out_types")
+    .Attr("filenames: list(string)")
+    .Attr("skips: list(int)")
+    .Attr("starts: list(int)")
+    .Attr("frame_bytes: int")
+    .Attr("block_rows: int")
+    .Attr("group_blocks: int")
+    .Attr("shuffle: bool")
+    .Attr("verify: bool")
+    .Attr("lookahead: int")
+    .Attr("segments: list(int)")
+    .Attr("expected_at: list(int)")
+    .Attr("expected: string")
+    .Attr("crc_at: int")
+    .Attr("out_types: list(type)")
+    .Attr("out_shapes: list(shape)")
+    .SetShapeFn(::tensorflow::shape_inference::UnknownShape)
+    .Doc("One group of rows of a tfds_bigarrays split; see _read_op.cc.");
+
+uint32_t Unmask(uint32_t masked) {
+  uint32_t rot = masked - kMaskDelta;
+  return (rot >> 17) | (rot << 15);
+}
+
+class ReadGroupOp : public OpKernel {
+ public:
+  explicit ReadGroupOp(OpKernelConstruction* c) : OpKernel(c) {
+    std::vector<std::string> names;
+    std::string expected;
+    OP_REQUIRES_OK(c, c->GetAttr("filenames", &names));
+    OP_REQUIRES_OK(c, c->GetAttr("skips", &skips_));
+    OP_REQUIRES_OK(c, c->GetAttr("starts", &starts_));
+    OP_REQUIRES_OK(c, c->GetAttr("frame_bytes", &frame_));
+    OP_REQUIRES_OK(c, c->GetAttr("block_rows", &block_rows_));
+    OP_REQUIRES_OK(c, c->GetAttr("group_blocks", &group_blocks_));
+    OP_REQUIRES_OK(c, c->GetAttr("shuffle", &shuffle_));
+    OP_REQUIRES_OK(c, c->GetAttr("verify", &verify_));
+    OP_REQUIRES_OK(c, c->GetAttr("lookahead", &lookahead_));
+    OP_REQUIRES_OK(c, c->GetAttr("segments", &segs_));
+    OP_REQUIRES_OK(c, c->GetAttr("expected_at", &expected_at_));
+    OP_REQUIRES_OK(c, c->GetAttr("expected", &expected));
+    OP_REQUIRES_OK(c, c->GetAttr("crc_at", &crc_at_));
+    OP_REQUIRES_OK(c, c->GetAttr("out_types", &types_));
+    std::vector<PartialTensorShape> shapes;
+    OP_REQUIRES_OK(c, c->GetAttr("out_shapes", &shapes));
+    expected_.assign(expected.begin(), expected.end());
+
+    // Distinct files; each read points at its file.
+    std::unordered_map<std::string, int> index;
+    for (const auto& name : names) {
+      auto it = index.emplace(name, static_cast<int>(files_.size())).first;
+      if (it->second == static_cast<int>(files_.size())) files_.push_back(name);
+      file_of_read_.push_back(it->second);
+    }
+    fds_.assign(files_.size(), -1);
+
+    const int64_t n_segs = static_cast<int64_t>(segs_.size()) / 3;
+    OP_REQUIRES(c,
+                segs_.size() % 3 == 0 && n_segs >= 2 && n_segs <= IOV_CHUNK &&
+                    starts_.size() == names.size() + 1 && skips_.size() == names.size() &&
+                    types_.size() == shapes.size() && frame_ > 0 && block_rows_ > 0 &&
+                    group_blocks_ > 0 && expected_at_.size() == expected_.size(),
+                errors::InvalidArgument("TfdsBigarraysReadGroup: malformed attributes"));
+    row_bytes_.assign(types_.size(), 0);
+    int64_t pos = 0;
+    for (int64_t j = 0; j < n_segs; j++) {
+      int64_t start = segs_[3 * j], len = segs_[3 * j + 1], t = segs_[3 * j + 2];
+      OP_REQUIRES(c, start == pos && len > 0 && t >= -1 && t < static_cast<int64_t>(types_.size()),
+                  errors::InvalidArgument("TfdsBigarraysReadGroup: segment ", j, " does not fit"));
+      if (t < 0) {
+        junk_bytes_ += len;
+      } else {
+        row_bytes_[t] = len;
+      }
+      pos += len;
+    }
+    OP_REQUIRES(c, pos == frame_ && segs_[0] == 0 && segs_[1] == 12 && segs_[2] == -1 &&
+                       segs_[3 * (n_segs - 1) + 1] == 4 && segs_[3 * (n_segs - 1) + 2] == -1 &&
+                       crc_at_ + 4 == junk_bytes_,
+                errors::InvalidArgument("TfdsBigarraysReadGroup: segments do not make a frame"));
+    for (int64_t at : expected_at_) {
+      OP_REQUIRES(c, at >= 0 && at < junk_bytes_,
+                  errors::InvalidArgument("TfdsBigarraysReadGroup: expected_at out of range"));
+    }
+    for (size_t t = 0; t < types_.size(); t++) {
+      TensorShape shape;
+      OP_REQUIRES(c, shapes[t].AsTensorShape(&shape),
+                  errors::InvalidArgument("TfdsBigarraysReadGroup: shapes must be fully known"));
+      OP_REQUIRES(c, shape.num_elements() * DataTypeSize(types_[t]) == row_bytes_[t],
+                  errors::InvalidArgument("TfdsBigarraysReadGroup: output ", t,
+                                          " does not match its segment"));
+      row_shapes_.push_back(shape);
+    }
+    num_rows_ = starts_.back();
+    num_blocks_ = (num_rows_ + block_rows_ - 1) / block_rows_;
+    num_groups_ = (num_blocks_ + group_blocks_ - 1) / group_blocks_;
+    hw_ = use_hardware();
+    {
+      static std::once_flag once;
+      std::call_once(once, init_crc_table);
+    }
+  }
+
+  ~ReadGroupOp() override {
+    for (int fd : fds_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const int64_t group = ctx->input(0).scalar<int64_t>()();
+    const uint64_t seed = static_cast<uint64_t>(ctx->input(1).scalar<int64_t>()()) & kSeedMask;
+    OP_REQUIRES(ctx, group >= 0 && group < num_groups_,
+                errors::InvalidArgument("group=", group, " is not in [0, ", num_groups_, ")."));
+
+    if (lookahead_ > 0 && group + lookahead_ < num_groups_) {
+      // While cold, announce every group's look-ahead; while warm, probe now
+      // and then (see GroupReader.read_group).
+      if (--countdown_ <= 0 || cold_.load()) {
+        countdown_ = kWarmProbeEvery;
+        const double per_block = Advise(Blocks(group + lookahead_, seed));
+        cold_ = per_block > kColdHintSeconds || slow_read_.load();
+      }
+    }
+
+    Runs runs;
+    OP_REQUIRES_OK(ctx, Plan(Blocks(group, seed), &runs));
+    const int64_t n = runs.total;
+    std::vector<int64_t> dest(n);
+    if (shuffle_) {
+      row_order(seed, static_cast<uint64_t>(group), n, dest.data());
+    } else {
+      for (int64_t i = 0; i < n; i++) dest[i] = i;
+    }
+
+    std::vector<uint8_t*> outs(types_.size());
+    for (size_t t = 0; t < types_.size(); t++) {
+      TensorShape shape({n});
+      shape.AppendShape(row_shapes_[t]);
+      Tensor* out = nullptr;
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(static_cast<int>(t), shape, &out));
+      outs[t] = static_cast<uint8_t*>(const_cast<void*>(
+          static_cast<const void*>(out->tensor_data().data())));
+    }
+    std::vector<uint8_t> junk(static_cast<size_t>(n * junk_bytes_));
+    std::vector<uint32_t> crcs(verify_ ? n : 0);
+
+    std::vector<int64_t> fds(runs.read.size());
+    std::vector<int> temporary;
+    for (size_t i = 0; i < runs.read.size(); i++) {
+      int fd = -1;
+      OP_REQUIRES_OK(ctx, Acquire(file_of_read_[runs.read[i]], &fd, &temporary));
+      fds[i] = fd;
+    }
+    CrcJob job = {segs_.data(), static_cast<ptrdiff_t>(segs_.size() / 3), outs.data(),
+                  dest.data(),  junk.data(), junk_bytes_,
+                  verify_ ? crcs.data() : nullptr, hw_};
+    std::vector<struct iovec> iov(IOV_CHUNK);
+    const auto start = std::chrono::steady_clock::now();
+    ReadStatus st = read_runs(&job, frame_, static_cast<ptrdiff_t>(fds.size()), fds.data(),
+                              runs.offset.data(), runs.count.data(), nullptr, nullptr, iov.data());
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (int fd : temporary) close(fd);
+    slow_read_ = elapsed * kWarmBytesPerS > static_cast<double>(n * frame_);
+    if (st.failed >= 0) {
+      const std::string why = st.err ? std::string(std::strerror(st.err))
+                                     : "it ended " + std::to_string(st.got) + " bytes into a read";
+      ctx->CtxFailure(errors::InvalidArgument(
+          "Shard ", files_[file_of_read_[runs.read[st.failed]]], " could not be read at row ",
+          runs.offset[st.failed] / frame_, " (", why,
+          "): it was truncated or altered after the build. Rebuild the dataset, or restore the "
+          "shard."));
+      return;
+    }
+    std::vector<bool> bad(n, false);
+    bool any = false;
+    for (int64_t r = 0; r < n; r++) {
+      const uint8_t* row = junk.data() + r * junk_bytes_;
+      for (size_t i = 0; i < expected_at_.size(); i++) {
+        if (row[expected_at_[i]] != expected_[i]) {
+          bad[r] = any = true;
+          break;
+        }
+      }
+    }
+    if (any) {
+      ctx->CtxFailure(errors::InvalidArgument(
+          "tfds_bigarrays: shard ", Names(bad, runs),
+          " holds a record that does not match the dataset's layout (tfds_bigarrays.json); it "
+          "is corrupt or from another dataset. Rebuild the dataset or restore the shard."));
+      return;
+    }
+    if (verify_) {
+      for (int64_t r = 0; r < n; r++) {
+        uint32_t stored;
+        std::memcpy(&stored, junk.data() + r * junk_bytes_ + crc_at_, 4);
+        if (Unmask(stored) != crcs[r]) bad[r] = any = true;
+      }
+      if (any) {
+        ctx->CtxFailure(errors::InvalidArgument(
+            "tfds_bigarrays: shard ", Names(bad, runs),
+            " has records whose CRC32C does not match (bit rot or an altered file). Rebuild the "
+            "dataset or restore the shard."));
+        return;
+      }
+    }
+  }
+
+ private:
+  struct Runs {
+    std::vector<int64_t> read, offset, count;
+    int64_t total = 0;
+  };
+
+  // The blocks of a group, in epoch order (GroupReader._blocks): position p
+  // holds full block Permutation(p), the short last block staying last.
+  std::vector<int64_t> Blocks(int64_t group, uint64_t seed) const {
+    const int64_t first = group * group_blocks_;
+    const int64_t last = std::min(first + group_blocks_, num_blocks_);
+    std::vector<int64_t> blocks;
+    blocks.reserve(last - first);
+    const int64_t full = num_rows_ / block_rows_;
+    uint64_t keys[PERM_ROUNDS];
+    const int half = perm_keys(static_cast<uint64_t>(full > 0 ? full : 1), seed, keys);
+    for (int64_t p = first; p < last; p++) {
+      if (shuffle_ && full >= 2 && p < full) {
+        blocks.push_back(static_cast<int64_t>(
+            feistel_one(static_cast<uint64_t>(p), static_cast<uint64_t>(full), half, keys,
+                        PERM_ROUNDS)));
+      } else {
+        blocks.push_back(p);
+      }
+    }
+    return blocks;
+  }
+
+  // Runs of whole frames inside single reads (RowSpace.runs).
+  ::tensorflow::Status Plan(const std::vector<int64_t>& blocks, Runs* runs) const {
+    for (int64_t b : blocks) {
+      int64_t lo = b * block_rows_;
+      const int64_t hi = std::min(lo + block_rows_, num_rows_);
+      if (hi <= lo) return errors::InvalidArgument("Block ", b, " is past the split's end.");
+      while (lo < hi) {
+        const int64_t r = std::upper_bound(starts_.begin(), starts_.end(), lo) - starts_.begin() - 1;
+        const int64_t end = std::min(hi, starts_[r + 1]);
+        if (end > lo) {
+          runs->read.push_back(r);
+          runs->offset.push_back((lo - starts_[r] + skips_[r]) * frame_);
+          runs->count.push_back(end - lo);
+          runs->total += end - lo;
+        }
+        lo = end;
+      }
+    }
+    return ::tensorflow::OkStatus();
+  }
+
+  // Asks the kernel to start reading `blocks`; the seconds it took per block.
+  double Advise(const std::vector<int64_t>& blocks) {
+    Runs runs;
+    if (!Plan(blocks, &runs).ok()) return 0;
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<int> temporary;
+    for (size_t i = 0; i < runs.read.size(); i++) {
+      int fd = -1;
+      if (!Acquire(file_of_read_[runs.read[i]], &fd, &temporary).ok()) continue;
+#ifdef POSIX_FADV_WILLNEED
+      (void)posix_fadvise(fd, runs.offset[i], runs.count[i] * frame_, POSIX_FADV_WILLNEED);
+#endif
+    }
+    for (int fd : temporary) close(fd);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return s / std::max<size_t>(1, blocks.size());
+  }
+
+  // A descriptor of file `f`: kept open for the kernel's life (up to
+  // kMaxOpen files), else opened for this call and listed in `temporary`.
+  ::tensorflow::Status Acquire(int f, int* fd, std::vector<int>* temporary) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (fds_[f] >= 0) {
+        *fd = fds_[f];
+        return ::tensorflow::OkStatus();
+      }
+    }
+    const int opened = open(files_[f].c_str(), O_RDONLY | O_CLOEXEC);
+    if (opened < 0) {
+      const int e = errno;
+      if (e == EMFILE || e == ENFILE) {
+        return errors::InvalidArgument("Could not open shard ", files_[f], ": too many open files (",
+                                       std::strerror(e),
+                                       "). Raise the limit (`ulimit -n`), or read fewer datasets "
+                                       "at once.");
+      }
+      return errors::InvalidArgument("Shard ", files_[f], " is missing or unreadable (",
+                                     std::strerror(e),
+                                     "). The dataset is incomplete: rebuild it, or restore the "
+                                     "shard.");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fds_[f] >= 0) {  // another thread opened it meanwhile
+      close(opened);
+      *fd = fds_[f];
+    } else if (open_count_ < kMaxOpen) {
+      fds_[f] = *fd = opened;
+      open_count_++;
+    } else {
+      temporary->push_back(opened);
+      *fd = opened;
+    }
+    return ::tensorflow::OkStatus();
+  }
+
+  // The shards holding the rows flagged in `bad`, sorted, comma-separated.
+  std::string Names(const std::vector<bool>& bad, const Runs& runs) const {
+    std::vector<std::string> names;
+    int64_t row = 0;
+    for (size_t i = 0; i < runs.read.size(); i++) {
+      for (int64_t r = 0; r < runs.count[i]; r++, row++) {
+        if (bad[row]) {
+          names.push_back(files_[file_of_read_[runs.read[i]]]);
+          row += runs.count[i] - r;
+          break;
+        }
+      }
+    }
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    std::string out;
+    for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
+    return out;
+  }
+
+  std::vector<std::string> files_;
+  std::vector<int> file_of_read_;
+  std::vector<int64_t> skips_, starts_, segs_, expected_at_, row_bytes_;
+  std::vector<uint8_t> expected_;
+  std::vector<DataType> types_;
+  std::vector<TensorShape> row_shapes_;
+  int64_t frame_ = 0, block_rows_ = 0, group_blocks_ = 0, lookahead_ = 0, crc_at_ = 0;
+  int64_t junk_bytes_ = 0, num_rows_ = 0, num_blocks_ = 0, num_groups_ = 0;
+  bool shuffle_ = false, verify_ = true;
+  int hw_ = 0;
+
+  std::mutex mu_;  // guards fds_ and open_count_
+  std::vector<int> fds_;
+  int open_count_ = 0;
+  // The cold/warm guess of GroupReader; races between threads only blur a hint.
+  std::atomic<bool> cold_{true}, slow_read_{true};
+  std::atomic<int> countdown_{0};
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfdsBigarraysReadGroup").Device(::tensorflow::DEVICE_CPU),
+                        ReadGroupOp);
+
+}  // namespace
+}  // namespace tfds_bigarrays

@@ -139,6 +139,14 @@ def test_other_datasets_keep_stock_behaviour(tmp_path):
     assert [float(e["x"]) for e in tfds.as_numpy(ds)] == [0, 1, 2, 3, 4, 5]
 
 
+@pytest.fixture(params=["op", "numpy"])
+def read_path(request, monkeypatch):
+    """Random access through the TensorFlow op, or through tf.numpy_function."""
+    if request.param == "numpy":
+        monkeypatch.setenv("TFDS_BIGARRAYS_OP", "0")
+    return request.param
+
+
 @pytest.fixture
 def fresh(tmp_path):
     """A small dataset this test may damage: rows 0..1999 in several shards."""
@@ -154,7 +162,7 @@ def _epoch(data_dir, **kwargs):
     return np.concatenate([b["x"][:, 0] for b in tfds.as_numpy(ds)])
 
 
-def test_truncated_or_deleted_shard_is_named(fresh):
+def test_truncated_or_deleted_shard_is_named(fresh, read_path):
     victim = fresh["shards"][1]
     victim.write_bytes(victim.read_bytes()[:-7])
     with pytest.raises(ValueError, match=f"{victim.name} is .* bytes but should be"):
@@ -165,7 +173,7 @@ def test_truncated_or_deleted_shard_is_named(fresh):
 
 
 @pytest.mark.parametrize("where", ["payload", "layout"])
-def test_flipped_byte_fails_naming_the_shard(fresh, where):
+def test_flipped_byte_fails_naming_the_shard(fresh, where, read_path):
     victim = fresh["shards"][2]
     data = bytearray(victim.read_bytes())
     # Frame: 12-byte header, Example (constant prefix ... payload), 4-byte crc.
@@ -180,7 +188,7 @@ def test_flipped_byte_fails_naming_the_shard(fresh, where):
                 _epoch(fresh["data_dir"], shuffle_files=False)
 
 
-def test_checkpoint_resumes_mid_epoch(fresh):
+def test_checkpoint_resumes_mid_epoch(fresh, read_path):
     ds = tfds.load(
         "fresh",
         data_dir=fresh["data_dir"],
@@ -213,7 +221,7 @@ def test_read_options_validate_the_budget(fresh, monkeypatch):
 
 
 @pytest.mark.parametrize("access", ["random", "mapped", "sequential"])
-def test_both_access_paths_read_every_example_once(small_dataset, access):
+def test_both_access_paths_read_every_example_once(small_dataset, access, read_path):
     want = sorted(map(bytes, small_dataset["x_train"]))
     with tb.read_options(access=access):
         ordered = first_values(load(small_dataset, shuffle_files=False, batch_size=100))

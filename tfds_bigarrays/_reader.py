@@ -252,6 +252,7 @@ def _random_access(reads: list[tuple[str, int, int, int]], options: ReadOptions)
 def _random_groups(
     reader: _rowread.GroupReader,
     *,
+    op: Any,
     parallel_reads: int,
     seed: int | None,
     reshuffle: bool,
@@ -270,13 +271,12 @@ def _random_groups(
     specs = [slot.spec for slot in reader.codec.slots.values()]
     names = list(reader.codec.slots)
     dtypes = [tf.as_dtype(spec.dtype) for spec in specs]
-    attrs = reader.op_attrs()
-    op = _tfop.library() if attrs is not None else None
+    attrs = reader.op_attrs() if op is not None else None
     read = CALLS.wrap(reader.read_group)  # a quiet exit: see _pycalls
 
     def read_group(epoch_seed: tf.Tensor, group: tf.Tensor) -> Any:
-        if op is not None:  # the same rows, with no Python call and no second copy
-            arrays = op.tfds_bigarrays_read_group(group, epoch_seed, **(attrs or {}))
+        if attrs is not None:  # the same rows, with no Python call and no second copy
+            arrays = op.tfds_bigarrays_read_group(group, epoch_seed, **attrs)
         else:
             arrays = tf.numpy_function(read, [group, epoch_seed], dtypes, stateful=False)
         return structure(
@@ -360,18 +360,23 @@ def as_dataset(
             return tf.nest.map_structure(lambda k: features[k], keys)
         return features
 
-    group_plan = None
-    if _random_access(reads, options):
-        group_plan = _readplan.plan_groups(
-            frame_bytes=frame,
-            num_examples=max(1, num_examples),
-            batch_rows=batch_rows,
-            budget=budget,
-        )
+    random_access = _random_access(reads, options)
+    mapped = options.access == "mapped"
 
     def build() -> tf.data.Dataset:
         # Runs TensorFlow ops (and so initializes devices): deferred to first use.
-        if group_plan is not None:
+        group_plan = None
+        if random_access:
+            # With the op, a call costs tens of microseconds: one batch per
+            # group then, with no rebatching (see _readplan.GROUP_TARGET_BYTES).
+            op = _tfop.library() if _rowread.op_can_read(codec, mapped=mapped) else None
+            group_plan = _readplan.plan_groups(
+                frame_bytes=frame,
+                num_examples=max(1, num_examples),
+                batch_rows=batch_rows,
+                budget=budget,
+                group_target_bytes=0 if op is not None else _readplan.GROUP_TARGET_BYTES,
+            )
             ds = _random_groups(
                 _rowread.GroupReader(
                     _rowread.RowSpace.from_reads(reads),
@@ -382,8 +387,9 @@ def as_dataset(
                     verify=verify,
                     groups_in_flight=group_plan.groups_in_flight,
                     lookahead=group_plan.lookahead_groups,
-                    mapped=options.access == "mapped",
+                    mapped=mapped,
                 ),
+                op=op,
                 parallel_reads=group_plan.parallel_reads,
                 seed=seed,
                 reshuffle=reshuffle,
@@ -398,7 +404,7 @@ def as_dataset(
             with _without_global_seed() if unseeded else contextlib.nullcontext():
                 ds = _sequential_groups().map(structure)
             exact = False
-        return _finish(ds, exact=exact)
+        return _finish(ds, exact=exact, group_plan=group_plan)
 
     def _sequential_groups() -> tf.data.Dataset:
         """Decoded groups of rows from tf.data's sequential file readers."""
@@ -478,7 +484,9 @@ def as_dataset(
             )
         return ds
 
-    def _finish(ds: tf.data.Dataset, *, exact: bool) -> tf.data.Dataset:
+    def _finish(
+        ds: tf.data.Dataset, *, exact: bool, group_plan: _readplan.GroupPlan | None
+    ) -> tf.data.Dataset:
         """Groups of decoded rows -> the batches (or examples) asked for."""
         if not exact:
             ds = ds.rebatch(batch_rows)

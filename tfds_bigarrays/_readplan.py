@@ -203,17 +203,19 @@ def check_shard_sizes(reads: list[tuple[str, int, int, int]], *, frame_bytes: in
             )
 
 
-# Random-access reads (`_rowread`): a group is what one tf.numpy_function call
-# reads and decodes. Each call costs some tens of microseconds of Python, so a
+# Random-access reads (`_rowread`): a group is what one call (of the op, or of
+# the tf.numpy_function where the op is not available) reads and decodes. Each call costs some tens of microseconds of Python, so a
 # group carries at least this many bytes.
 GROUP_MIN_BYTES = 1 * MiB
 # A batch at least this big is read in whole batches per group: the block
 # size divides the batch.
 EXACT_BATCH_BYTES = 256 * 1024
-# ... and a group of such batches holds at least this many bytes (whole
-# batches, then rebatched), unless one batch is bigger: each call costs
-# TensorFlow and Python about 0.4 ms whatever its size, more than splitting
-# a group costs. Measured (one-off script) on 64x64 float32 rows, batches
+# ... and, read through tf.numpy_function, a group of such batches holds at
+# least this many bytes (whole batches, then rebatched), unless one batch is
+# bigger: each call costs TensorFlow and Python about 0.4 ms whatever its
+# size, more than splitting a group costs. (The op reads one batch per group:
+# with it, 8 MiB groups measured 308-324k examples/s, one-batch groups
+# 342-347k; one-off script, this session.) Measured (one-off script) on 64x64 float32 rows, batches
 # of 256 (4 MiB), 2 cores: one batch per group 232k examples/s (mapped 242k), two per
 # group 266k (304k), four 266-291k (303k).
 GROUP_TARGET_BYTES = 8 * MiB
@@ -279,14 +281,15 @@ def plan_groups(
     batch_rows: int,
     budget: int = DEFAULT_MEMORY_BUDGET,
     cores: int | None = None,
+    group_target_bytes: int = GROUP_TARGET_BYTES,
 ) -> GroupPlan:
     """Block, group and buffer sizes for random-access reads.
 
     Blocks stay near `RANDOM_BLOCK_BYTES` (small blocks mix better: a batch
     gathers rows from `group_blocks` places of the split). When a batch is
     large, the block size divides it and a group is as many whole batches as
-    reach `GROUP_TARGET_BYTES` (exactly one batch, not rebatched, if one
-    batch is that big); otherwise a group holds at least `GROUP_MIN_BYTES`
+    reach `group_target_bytes` (exactly one batch, not rebatched, if one
+    batch is that big; 0 for the TensorFlow op, whose calls cost little); otherwise a group holds at least `GROUP_MIN_BYTES`
     and `GROUP_BLOCKS` blocks. Groups of several batches are rebatched. There is no shuffle buffer: the budget bounds the groups in
     flight (see `GroupPlan.bytes_bound`), down to one read and one prefetch.
     """
@@ -295,7 +298,7 @@ def plan_groups(
         small = [d for d in range(1, math.isqrt(batch_rows) + 1) if batch_rows % d == 0]
         divisors = small + [batch_rows // d for d in small]
         block = max([d for d in divisors if d * frame_bytes <= RANDOM_BLOCK_BYTES] or [1])
-        batches = -(-GROUP_TARGET_BYTES // (batch_rows * frame_bytes))
+        batches = -(-group_target_bytes // (batch_rows * frame_bytes))
         batches = max(1, min(batches, -(-num_examples // batch_rows)))
         group_blocks, exact = batches * batch_rows // block, batches == 1
     else:

@@ -355,6 +355,27 @@ class _Segment:
     target: int  # index of the direct output it fills, or -1: the junk row
 
 
+def _direct_features(codec: RecordCodec) -> list[str]:
+    """Features read straight into their outputs, in `codec.slots` order:
+    stored as raw bytes (not bool), non-empty, at most _MAX_DIRECT (the
+    largest): each costs about two iovecs per row, and one preadv takes at
+    most 1024. The rest are copied out of the junk row and decoded in numpy."""
+    raw = [
+        name
+        for name, slot in codec.slots.items()
+        if slot.encoding == BYTES and slot.spec.dtype != np.bool_ and slot.stop > slot.start
+    ]
+    largest = sorted(raw, key=lambda n: codec.slots[n].start - codec.slots[n].stop)
+    keep = set(largest[:_MAX_DIRECT])
+    return [name for name in raw if name in keep]
+
+
+def op_can_read(codec: RecordCodec, *, mapped: bool) -> bool:
+    """Whether the TensorFlow op (`_read_op.cc`) can read this layout: every
+    feature direct, and the shards read, not mapped."""
+    return not mapped and len(_direct_features(codec)) == len(codec.slots)
+
+
 class GroupReader:
     """Reads groups of equal blocks of a split's rows and decodes them.
 
@@ -420,17 +441,7 @@ class GroupReader:
         pieces: list[tuple[int, int, str | None, np.ndarray | None]] = []
         for offset, constant in codec._constants:  # noqa: SLF001
             pieces.append((_HEADER + offset, len(constant), None, constant))
-        # Raw-bytes features go straight to their output, up to _MAX_DIRECT of
-        # them (the largest): each costs about two iovecs per row, and one
-        # preadv takes at most 1024. The rest are copied out of the junk row.
-        raw = [
-            name
-            for name, slot in codec.slots.items()
-            if slot.encoding == BYTES and slot.spec.dtype != np.bool_ and slot.stop > slot.start
-        ]
-        largest = sorted(raw, key=lambda n: codec.slots[n].start - codec.slots[n].stop)
-        keep = set(largest[:_MAX_DIRECT])
-        self._direct = [name for name in raw if name in keep]
+        self._direct = _direct_features(codec)
         self._direct_index = {name: i for i, name in enumerate(self._direct)}
         for feature, slot in codec.slots.items():
             pieces.append((_HEADER + slot.start, slot.stop - slot.start, feature, None))
@@ -473,7 +484,7 @@ class GroupReader:
         stored as raw bytes (bool, uint32, empty rows, or past _MAX_DIRECT),
         which this class decodes in numpy.
         """
-        if self.mapped or len(self._direct) != len(self.codec.slots):
+        if not op_can_read(self.codec, mapped=self.mapped):
             return None
         specs = [self.codec.slots[name].spec for name in self._direct]
         return {

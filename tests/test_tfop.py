@@ -1,0 +1,194 @@
+"""The TensorFlow op of the read path (`_read_op.cc`, `_tfop`): built here,
+the same bytes, order and errors as the numpy reader, and a clean fallback."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from conftest import run_python
+
+import tfds_bigarrays as tb
+from tfds_bigarrays import _rowread, _tfop
+from tfds_bigarrays._layout import read_layout
+
+
+@pytest.fixture
+def raw(tmp_path):
+    """Only raw-bytes features (what the op reads), odd row sizes, many shards."""
+    n = 211
+    rng = np.random.default_rng(5)
+    cols = {
+        "img": rng.normal(size=(n, 5, 3)).astype(np.float32),
+        "label": np.arange(n, dtype=np.int64),
+        "half": rng.normal(size=n).astype(np.float16),
+    }
+    builder = tb.build("raw", data_dir=tmp_path, splits={"train": cols}, shard_bytes=3000)
+    assert builder.info.splits["train"].num_shards > 3
+    return builder, cols
+
+
+def _reader(builder, split="train", **kwargs):
+    reads = [
+        (str(fi.filename), int(fi.skip), int(fi.take), int(fi.examples_in_shard))
+        for fi in builder.info.splits[split].file_instructions
+    ]
+    kwargs.setdefault("verify", True)
+    codec = read_layout(builder.data_path).codec()
+    return _rowread.GroupReader(_rowread.RowSpace.from_reads(reads), codec, **kwargs)
+
+
+def _op_group(reader, group, seed):
+    """The op on one group, in a graph as the reader runs it.
+
+    Not eagerly: TF 2.21 runs an eager op as a function named after its type
+    attributes only, and reuses that function (and its kernel, with another
+    dataset's file names) for a later call that differs in other attributes.
+    """
+    op = _tfop.library()
+    assert op is not None
+    attrs = reader.op_attrs()
+    read = tf.function(lambda g, s: op.tfds_bigarrays_read_group(g, s, **attrs))
+    out = read(tf.constant(group, tf.int64), tf.constant(seed, tf.int64))
+    return [t.numpy() for t in out]
+
+
+def test_the_op_builds_and_loads_on_this_machine():
+    # CI must exercise the op, not only the fallback: fail loudly if it cannot build.
+    assert _tfop.library() is not None, _tfop._loaded.get("error")  # noqa: SLF001
+    assert _tfop.library_path().exists()
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("verify", [False, True])
+@pytest.mark.parametrize("split", ["train", "train[7:200]"])
+def test_op_reads_the_same_groups_as_the_numpy_reader(raw, shuffle, verify, split):
+    builder, _ = raw
+    # 5-row blocks straddle shards (and the slice's ends); 3 blocks a group.
+    reader = _reader(builder, split, block_rows=5, group_blocks=3, shuffle=shuffle, verify=verify)
+    assert reader.op_attrs() is not None
+    label = list(reader.codec.slots).index("label")  # features sorted by name
+    rows = []
+    for group in range(reader.num_groups):
+        want = reader.read_group(group, 99)
+        got = _op_group(reader, group, 99)
+        assert [g.dtype for g in got] == [w.dtype for w in want]
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(g, w)
+        rows.extend(got[label].tolist())
+    first, last = (7, 200) if split != "train" else (0, 211)
+    assert sorted(rows) == list(range(first, last))
+    assert (rows == sorted(rows)) != shuffle
+
+
+def test_op_is_not_used_where_it_cannot_read(raw, tmp_path):
+    builder, _ = raw
+    assert _reader(builder, block_rows=4, mapped=True).op_attrs() is None
+    flags = tb.build("flags", data_dir=tmp_path, splits={"train": {"f": np.ones((10, 2), bool)}})
+    assert _reader(flags, block_rows=4).op_attrs() is None
+
+
+def _damage(reader, how):
+    victim = reader.space.filenames[2]
+    data = bytearray(open(victim, "rb").read())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "payload":
+        data[len(data) // 2] ^= 0x40
+    elif how == "layout":
+        data[12 + 3] ^= 0x40
+    if how == "missing":
+        os.unlink(victim)
+    else:
+        with open(victim, "wb") as f:
+            f.write(bytes(data))
+    return victim
+
+
+@pytest.mark.parametrize("how", ["truncated", "payload", "layout", "missing"])
+def test_op_fails_with_the_numpy_readers_message(raw, how):
+    builder, _ = raw
+    reader = _reader(builder, block_rows=5, group_blocks=100)  # one group: every row
+    victim = _damage(reader, how)
+    with pytest.raises(_rowread.ShardReadError) as want:
+        reader.read_group(0, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError) as got:
+        _op_group(reader, 0, 1)
+    assert str(want.value) in got.value.message
+    assert os.path.basename(victim) in got.value.message
+
+
+def test_op_refuses_a_group_out_of_range(raw):
+    builder, _ = raw
+    reader = _reader(builder, block_rows=5, group_blocks=3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"group=\d+ is not in \[0, \d+\)"):
+        _op_group(reader, reader.num_groups, 1)
+
+
+def test_op_refuses_attributes_that_do_not_make_a_frame(raw):
+    builder, _ = raw
+    attrs = _reader(builder, block_rows=5).op_attrs()
+    segments = list(attrs["segments"])
+    segments[-2] = 5  # the stored CRC is 4 bytes
+    op = _tfop.library()
+    read = tf.function(
+        lambda: op.tfds_bigarrays_read_group(0, 0, **{**attrs, "segments": segments})
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="TfdsBigarraysReadGroup"):
+        read()
+
+
+def _labels(data_dir, **kwargs):
+    ds = tfds.load("raw", data_dir=data_dir, split="train", batch_size=32, **kwargs)
+    return np.concatenate([b["label"] for b in tfds.as_numpy(ds)])
+
+
+def test_switched_off_the_pipeline_reads_the_same_order(raw, monkeypatch):
+    builder, _ = raw
+    config = tfds.ReadConfig(shuffle_seed=3)
+    with_op = _labels(builder.data_path.parent.parent, shuffle_files=True, read_config=config)
+    monkeypatch.setenv("TFDS_BIGARRAYS_OP", "0")
+    assert _tfop.library() is None
+    without = _labels(builder.data_path.parent.parent, shuffle_files=True, read_config=config)
+    assert np.array_equal(with_op, without)
+    assert sorted(with_op.tolist()) == list(range(211))
+
+
+def test_without_a_compiler_it_warns_once_and_reads_through_numpy(raw, tmp_path):
+    builder, _ = raw
+    code = f"""
+import numpy as np, tensorflow_datasets as tfds, tfds_bigarrays
+from tfds_bigarrays import _tfop
+ds = tfds.load("raw", data_dir={str(builder.data_path.parent.parent)!r}, split="train", batch_size=32,
+               shuffle_files=True)
+for _ in range(2):
+    labels = np.concatenate([b["label"] for b in tfds.as_numpy(ds)])
+    assert sorted(labels.tolist()) == list(range(211))
+assert _tfop.library() is None
+print("OK")
+"""
+    env = {"CXX": "false", "TFDS_BIGARRAYS_CACHE": str(tmp_path / "cache")}
+    proc = run_python(code, env=env)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    assert proc.stderr.count("the TensorFlow op could not be built") == 1
+    assert "TFDS_BIGARRAYS_OP=0" in proc.stderr
+    assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-written left
+
+
+def test_a_built_library_is_reused_by_later_processes(tmp_path):
+    code = """
+from tfds_bigarrays import _tfop
+assert _tfop.library() is not None
+print(_tfop.library_path())
+"""
+    env = {"TFDS_BIGARRAYS_CACHE": str(tmp_path)}
+    first = run_python(code, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    path = first.stdout.strip().splitlines()[-1]
+    stamp = os.stat(path).st_mtime_ns
+    second = run_python(code, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.strip().splitlines()[-1] == path
+    assert os.stat(path).st_mtime_ns == stamp  # loaded, not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]

@@ -191,4 +191,20 @@ print(_tfop.library_path())
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.strip().splitlines()[-1] == path
     assert os.stat(path).st_mtime_ns == stamp  # loaded, not rebuilt
-    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(path)]  # no temporaries
+
+
+def test_a_library_others_could_write_is_not_loaded(tmp_path):
+    code = """
+from tfds_bigarrays import _tfop
+print(_tfop.library() is not None, _tfop.library_path())
+"""
+    env = {"TFDS_BIGARRAYS_CACHE": str(tmp_path / "cache")}
+    first = run_python(code, env=env, timeout=600)
+    assert first.returncode == 0 and first.stdout.split()[-2] == "True", first.stderr[-3000:]
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    path = first.stdout.split()[-1]
+    os.chmod(path, 0o666)  # anyone could have swapped it
+    second = run_python(code, env=env)
+    assert second.returncode == 0 and second.stdout.split()[-2] == "False", second.stderr[-3000:]
+    assert "writable by others" in second.stderr and path in second.stderr

@@ -76,7 +76,7 @@ def build(path: pathlib.Path) -> None:
     """Compiles the op into `path` (atomically: a half-written library is never seen)."""
     here = pathlib.Path(__file__).parent
     compile_flags, link_flags = _flags()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.so", dir=path.parent)
     os.close(fd)
     command = [
@@ -107,7 +107,19 @@ def build(path: pathlib.Path) -> None:
             os.unlink(tmp)
 
 
-def load() -> Any:
+def _check_private(path: pathlib.Path) -> None:
+    """Refuses to load code that another user could have planted or altered."""
+    for p in (path.parent, path):
+        st = p.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise OpBuildError(
+                f"{p} is not owned by this user or is writable by others (mode "
+                f"{st.st_mode & 0o777:o}): not loading a library from there. Remove it, or set "
+                f"{_ENV_CACHE} to a private directory."
+            )
+
+
+def load_library() -> Any:
     """The op's module (`tf.load_op_library`), building it first if needed.
 
     Raises:
@@ -121,6 +133,7 @@ def load() -> Any:
         path = library_path()
         if not path.exists():
             build(path)
+        _check_private(path)
         try:
             module = tf.load_op_library(str(path))
         except (tf.errors.OpError, OSError) as e:
@@ -136,7 +149,7 @@ def library() -> Any | None:
     if "error" in _loaded:
         return None
     try:
-        return load()
+        return load_library()
     except OpBuildError as e:
         with _lock:
             if "error" not in _loaded:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from conftest import run_python
+from conftest import run_cli, run_python
 
 import tfds_bigarrays as tb
 from tfds_bigarrays import _rowread, _tfop
@@ -208,3 +208,16 @@ print(_tfop.library() is not None, _tfop.library_path())
     second = run_python(code, env=env)
     assert second.returncode == 0 and second.stdout.split()[-2] == "False", second.stderr[-3000:]
     assert "writable by others" in second.stderr and path in second.stderr
+
+
+def test_cli_build_op_builds_ahead_or_says_why_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_BIGARRAYS_CACHE", str(tmp_path / "ok"))
+    built = run_cli("build-op", timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    path = built.stdout.strip().splitlines()[-1]
+    assert path.startswith(str(tmp_path / "ok")) and os.path.exists(path)
+    monkeypatch.setenv("TFDS_BIGARRAYS_CACHE", str(tmp_path / "none"))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    failed = run_cli("build-op")
+    assert failed.returncode == 1
+    assert "tfds-bigarrays build-op: error: could not run no-such-compiler" in failed.stderr

@@ -205,7 +205,34 @@ def make_parser() -> argparse.ArgumentParser:
     add_registry(sub)
     add_service(sub)
     add_gpu(sub)
+    _add_build_op(sub)
     return parser
+
+
+def _add_build_op(sub) -> None:
+    p = sub.add_parser(
+        "build-op",
+        help="Compile the TensorFlow read op now (else the first read does, once).",
+        description=(
+            "Compile the read path's TensorFlow op against the installed TensorFlow "
+            "into the cache (TFDS_BIGARRAYS_CACHE, default ~/.cache/tfds_bigarrays), "
+            "so that the first tfds.load does not wait for it (about 10 s). Needs a C++ "
+            "compiler (CXX, default g++); without one, reads go through tf.numpy_function."
+        ),
+    )
+    p.set_defaults(func=_build_op)
+
+
+def _build_op(args) -> int:
+    from tfds_bigarrays import _tfop
+
+    try:
+        _tfop.load_library()
+    except _tfop.OpBuildError as e:
+        print(f"tfds-bigarrays build-op: error: {e}", file=sys.stderr)
+        return 1
+    print(_tfop.library_path())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,13 +60,16 @@ def test_the_op_builds_and_loads_on_this_machine():
     assert _tfop.library_path().exists()
 
 
+@pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("verify", [False, True])
 @pytest.mark.parametrize("split", ["train", "train[7:200]"])
-def test_op_reads_the_same_groups_as_the_numpy_reader(raw, shuffle, verify, split):
+def test_op_reads_the_same_groups_as_the_numpy_reader(raw, shuffle, verify, split, mapped):
     builder, _ = raw
     # 5-row blocks straddle shards (and the slice's ends); 3 blocks a group.
-    reader = _reader(builder, split, block_rows=5, group_blocks=3, shuffle=shuffle, verify=verify)
+    reader = _reader(
+        builder, split, block_rows=5, group_blocks=3, shuffle=shuffle, verify=verify, mapped=mapped
+    )
     assert reader.op_attrs() is not None
     label = list(reader.codec.slots).index("label")  # features sorted by name
     rows = []
@@ -84,7 +87,6 @@ def test_op_reads_the_same_groups_as_the_numpy_reader(raw, shuffle, verify, spli
 
 def test_op_is_not_used_where_it_cannot_read(raw, tmp_path):
     builder, _ = raw
-    assert _reader(builder, block_rows=4, mapped=True).op_attrs() is None
     flags = tb.build("flags", data_dir=tmp_path, splits={"train": {"f": np.ones((10, 2), bool)}})
     assert _reader(flags, block_rows=4).op_attrs() is None
 
@@ -106,10 +108,12 @@ def _damage(reader, how):
     return victim
 
 
+@pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("how", ["truncated", "payload", "layout", "missing"])
-def test_op_fails_with_the_numpy_readers_message(raw, how):
+def test_op_fails_with_the_numpy_readers_message(raw, how, mapped):
     builder, _ = raw
-    reader = _reader(builder, block_rows=5, group_blocks=100)  # one group: every row
+    # One group: every row. Damaged before the first read, so nothing is mapped yet.
+    reader = _reader(builder, block_rows=5, group_blocks=100, mapped=mapped)
     victim = _damage(reader, how)
     with pytest.raises(_rowread.ShardReadError) as want:
         reader.read_group(0, 1)
@@ -221,3 +225,25 @@ def test_cli_build_op_builds_ahead_or_says_why_not(tmp_path, monkeypatch):
     failed = run_cli("build-op")
     assert failed.returncode == 1
     assert "tfds-bigarrays build-op: error: could not run no-such-compiler" in failed.stderr
+
+
+def test_mapped_reads_see_a_shard_replaced_by_rename(tmp_path):
+    def build(where, offset):
+        x = (np.arange(600, dtype=np.float32) + offset).reshape(600, 1) * np.ones(
+            (1, 4), np.float32
+        )
+        return tb.build("swap", data_dir=where, splits={"train": {"x": x}}, shard_bytes=8000)
+
+    old, new = build(tmp_path / "a", 0), build(tmp_path / "b", 1000)
+    with tb.read_options(access="mapped"):
+        ds = tfds.load("swap", data_dir=tmp_path / "a", split="train", batch_size=64)
+
+    def epoch():
+        return sorted(np.concatenate([b["x"][:, 0] for b in tfds.as_numpy(ds)]).tolist())
+
+    assert epoch() == list(range(600))  # the shards are mapped now, and stay mapped
+    shards = sorted(p.name for p in old.data_path.glob("swap-train.tfrecord-*"))
+    assert shards == sorted(p.name for p in new.data_path.glob("swap-train.tfrecord-*"))
+    for name in shards:
+        os.replace(new.data_path / name, old.data_path / name)
+    assert epoch() == list(range(1000, 1600))  # a new file, a new mapping

@@ -15,6 +15,7 @@
 // Built on first use by _tfop.py against the installed TensorFlow's headers.
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,8 +23,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <list>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -78,8 +83,105 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     .Attr("crc_at: int")
     .Attr("out_types: list(type)")
     .Attr("out_shapes: list(shape)")
+    .Attr("mapped: bool = false")
     .SetShapeFn(::tensorflow::shape_inference::UnknownShape)
     .Doc("One group of rows of a tfds_bigarrays split; see _read_op.cc.");
+
+::tensorflow::Status OpenError(const std::string& name, int e) {
+  if (e == EMFILE || e == ENFILE) {
+    return errors::InvalidArgument("Could not open shard ", name, ": too many open files (",
+                                   std::strerror(e),
+                                   "). Raise the limit (`ulimit -n`), or read fewer datasets at "
+                                   "once.");
+  }
+  return errors::InvalidArgument("Shard ", name, " is missing or unreadable (", std::strerror(e),
+                                 "). The dataset is incomplete: rebuild it, or restore the shard.");
+}
+
+// A whole shard, memory-mapped read-only (`mapped=true`).
+struct Mapping {
+  const uint8_t* base = nullptr;
+  int64_t len = 0;
+  ~Mapping() {
+    if (base != nullptr) munmap(const_cast<uint8_t*>(base), static_cast<size_t>(len));
+  }
+};
+
+// Mappings shared by every kernel of the process and kept across epochs
+// (a kernel lives for one iterator), keyed by file identity: a shard
+// rewritten by rename gets a fresh mapping. Unused mappings are dropped,
+// oldest first, past the largest total a reader asked for; one in use is
+// never unmapped. The twin of _rowread.MAPS.
+class MapCache {
+ public:
+  static MapCache& Get() {
+    static MapCache* cache = new MapCache;  // never destroyed: threads may read at exit
+    return *cache;
+  }
+
+  void Reserve(int64_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    limit_ = std::max(limit_, bytes);
+  }
+
+  ::tensorflow::Status Acquire(const std::string& name, std::shared_ptr<const Mapping>* out) {
+    const int fd = open(name.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return OpenError(name, errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+      const int e = errno;
+      close(fd);
+      return OpenError(name, e);
+    }
+    const Key key{st.st_dev, st.st_ino, st.st_size,
+                  static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = maps_.find(key);
+    if (it != maps_.end()) {
+      close(fd);
+      order_.remove(key);
+      order_.push_front(key);
+      *out = it->second;
+      return ::tensorflow::OkStatus();
+    }
+    auto mapping = std::make_shared<Mapping>();
+    if (st.st_size > 0) {  // an empty shard maps to nothing: every read of it is short
+      void* base = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+      if (base == MAP_FAILED) {
+        const int e = errno;
+        close(fd);
+        return errors::InvalidArgument("Could not memory-map shard ", name, " (",
+                                       std::strerror(e),
+                                       "). Read it with read_options(access='random') instead, or "
+                                       "raise the limit on mappings.");
+      }
+      mapping->base = static_cast<const uint8_t*>(base);
+      mapping->len = st.st_size;
+    }
+    close(fd);
+    maps_[key] = mapping;
+    order_.push_front(key);
+    total_ += mapping->len;
+    for (auto k = order_.end(); total_ > limit_ && k != order_.begin();) {
+      --k;
+      auto m = maps_.find(*k);
+      if (m->second.use_count() == 1 && m->second != mapping) {
+        total_ -= m->second->len;
+        maps_.erase(m);
+        k = order_.erase(k);
+      }
+    }
+    *out = mapping;
+    return ::tensorflow::OkStatus();
+  }
+
+ private:
+  using Key = std::tuple<dev_t, ino_t, off_t, int64_t>;
+  std::mutex mu_;
+  std::map<Key, std::shared_ptr<Mapping>> maps_;
+  std::list<Key> order_;  // most recently used first
+  int64_t total_ = 0, limit_ = 0;
+};
 
 uint32_t Unmask(uint32_t masked) {
   uint32_t rot = masked - kMaskDelta;
@@ -105,6 +207,7 @@ class ReadGroupOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("expected", &expected));
     OP_REQUIRES_OK(c, c->GetAttr("crc_at", &crc_at_));
     OP_REQUIRES_OK(c, c->GetAttr("out_types", &types_));
+    OP_REQUIRES_OK(c, c->GetAttr("mapped", &mapped_));
     std::vector<PartialTensorShape> shapes;
     OP_REQUIRES_OK(c, c->GetAttr("out_shapes", &shapes));
     expected_.assign(expected.begin(), expected.end());
@@ -117,6 +220,15 @@ class ReadGroupOp : public OpKernel {
       file_of_read_.push_back(it->second);
     }
     fds_.assign(files_.size(), -1);
+    maps_.resize(files_.size());
+    if (mapped_) {
+      int64_t total = 0;
+      for (const auto& name : files_) {
+        struct stat st;
+        if (stat(name.c_str(), &st) == 0) total += st.st_size;  // else named when read
+      }
+      MapCache::Get().Reserve(total);
+    }
 
     const int64_t n_segs = static_cast<int64_t>(segs_.size()) / 3;
     OP_REQUIRES(c,
@@ -209,12 +321,24 @@ class ReadGroupOp : public OpKernel {
     std::vector<uint8_t> junk(static_cast<size_t>(n * junk_bytes_));
     std::vector<uint32_t> crcs(verify_ ? n : 0);
 
+    // Per run: a descriptor, or (mapped) the index of its file's mapping.
     std::vector<int64_t> fds(runs.read.size());
     std::vector<int> temporary;
+    std::vector<const uint8_t*> bases;
+    std::vector<int64_t> lens;
     for (size_t i = 0; i < runs.read.size(); i++) {
-      int fd = -1;
-      OP_REQUIRES_OK(ctx, Acquire(file_of_read_[runs.read[i]], &fd, &temporary));
-      fds[i] = fd;
+      const int f = file_of_read_[runs.read[i]];
+      if (mapped_) {
+        const Mapping* m = nullptr;
+        OP_REQUIRES_OK(ctx, Map(f, &m));
+        fds[i] = static_cast<int64_t>(bases.size());
+        bases.push_back(m->base);
+        lens.push_back(m->len);
+      } else {
+        int fd = -1;
+        OP_REQUIRES_OK(ctx, Acquire(f, &fd, &temporary));
+        fds[i] = fd;
+      }
     }
     CrcJob job = {segs_.data(), static_cast<ptrdiff_t>(segs_.size() / 3), outs.data(),
                   dest.data(),  junk.data(), junk_bytes_,
@@ -222,7 +346,9 @@ class ReadGroupOp : public OpKernel {
     std::vector<struct iovec> iov(IOV_CHUNK);
     const auto start = std::chrono::steady_clock::now();
     ReadStatus st = read_runs(&job, frame_, static_cast<ptrdiff_t>(fds.size()), fds.data(),
-                              runs.offset.data(), runs.count.data(), nullptr, nullptr, iov.data());
+                              runs.offset.data(), runs.count.data(),
+                              mapped_ ? bases.data() : nullptr, mapped_ ? lens.data() : nullptr,
+                              iov.data());
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (int fd : temporary) close(fd);
@@ -326,9 +452,21 @@ class ReadGroupOp : public OpKernel {
     if (!Plan(blocks, &runs).ok()) return 0;
     const auto start = std::chrono::steady_clock::now();
     std::vector<int> temporary;
+    const int64_t page = sysconf(_SC_PAGESIZE);
     for (size_t i = 0; i < runs.read.size(); i++) {
+      const int f = file_of_read_[runs.read[i]];
+      if (mapped_) {
+        const Mapping* m = nullptr;
+        if (!Map(f, &m).ok() || m->base == nullptr) continue;
+        const int64_t start = runs.offset[i] / page * page;
+        const int64_t end = std::min(m->len, runs.offset[i] + runs.count[i] * frame_);
+        if (end > start) {
+          (void)madvise(const_cast<uint8_t*>(m->base) + start, end - start, MADV_WILLNEED);
+        }
+        continue;
+      }
       int fd = -1;
-      if (!Acquire(file_of_read_[runs.read[i]], &fd, &temporary).ok()) continue;
+      if (!Acquire(f, &fd, &temporary).ok()) continue;
 #ifdef POSIX_FADV_WILLNEED
       (void)posix_fadvise(fd, runs.offset[i], runs.count[i] * frame_, POSIX_FADV_WILLNEED);
 #endif
@@ -336,6 +474,23 @@ class ReadGroupOp : public OpKernel {
     for (int fd : temporary) close(fd);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return s / std::max<size_t>(1, blocks.size());
+  }
+
+  // The mapping of file `f`, held for the kernel's life.
+  ::tensorflow::Status Map(int f, const Mapping** out) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (maps_[f]) {
+        *out = maps_[f].get();
+        return ::tensorflow::OkStatus();
+      }
+    }
+    std::shared_ptr<const Mapping> mapping;
+    TF_RETURN_IF_ERROR(MapCache::Get().Acquire(files_[f], &mapping));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!maps_[f]) maps_[f] = std::move(mapping);
+    *out = maps_[f].get();
+    return ::tensorflow::OkStatus();
   }
 
   // A descriptor of file `f`: kept open for the kernel's life (up to
@@ -349,19 +504,7 @@ class ReadGroupOp : public OpKernel {
       }
     }
     const int opened = open(files_[f].c_str(), O_RDONLY | O_CLOEXEC);
-    if (opened < 0) {
-      const int e = errno;
-      if (e == EMFILE || e == ENFILE) {
-        return errors::InvalidArgument("Could not open shard ", files_[f], ": too many open files (",
-                                       std::strerror(e),
-                                       "). Raise the limit (`ulimit -n`), or read fewer datasets "
-                                       "at once.");
-      }
-      return errors::InvalidArgument("Shard ", files_[f], " is missing or unreadable (",
-                                     std::strerror(e),
-                                     "). The dataset is incomplete: rebuild it, or restore the "
-                                     "shard.");
-    }
+    if (opened < 0) return OpenError(files_[f], errno);
     std::lock_guard<std::mutex> lock(mu_);
     if (fds_[f] >= 0) {  // another thread opened it meanwhile
       close(opened);
@@ -407,8 +550,10 @@ class ReadGroupOp : public OpKernel {
   bool shuffle_ = false, verify_ = true;
   int hw_ = 0;
 
-  std::mutex mu_;  // guards fds_ and open_count_
+  std::mutex mu_;  // guards fds_, open_count_ and maps_
   std::vector<int> fds_;
+  std::vector<std::shared_ptr<const Mapping>> maps_;
+  bool mapped_ = false;
   int open_count_ = 0;
   // The cold/warm guess of GroupReader; races between threads only blur a hint.
   std::atomic<bool> cold_{true}, slow_read_{true};

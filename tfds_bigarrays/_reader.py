@@ -369,7 +369,7 @@ def as_dataset(
         if random_access:
             # With the op, a call costs tens of microseconds: one batch per
             # group then, with no rebatching (see _readplan.GROUP_TARGET_BYTES).
-            op = _tfop.library() if _rowread.op_can_read(codec, mapped=mapped) else None
+            op = _tfop.library() if _rowread.op_can_read(codec) else None
             group_plan = _readplan.plan_groups(
                 frame_bytes=frame,
                 num_examples=max(1, num_examples),

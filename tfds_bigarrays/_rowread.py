@@ -370,10 +370,10 @@ def _direct_features(codec: RecordCodec) -> list[str]:
     return [name for name in raw if name in keep]
 
 
-def op_can_read(codec: RecordCodec, *, mapped: bool) -> bool:
+def op_can_read(codec: RecordCodec) -> bool:
     """Whether the TensorFlow op (`_read_op.cc`) can read this layout: every
-    feature direct, and the shards read, not mapped."""
-    return not mapped and len(_direct_features(codec)) == len(codec.slots)
+    feature read straight into its output (none decoded in numpy)."""
+    return len(_direct_features(codec)) == len(codec.slots)
 
 
 class GroupReader:
@@ -480,11 +480,11 @@ class GroupReader:
     def op_attrs(self) -> dict[str, Any] | None:
         """The attributes of `_read_op.cc`'s op reading this reader's groups.
 
-        None where the op cannot: shards read mapped, or a feature that is not
-        stored as raw bytes (bool, uint32, empty rows, or past _MAX_DIRECT),
-        which this class decodes in numpy.
+        None where the op cannot: a feature that is not stored as raw bytes
+        (bool, uint32, empty rows, or past _MAX_DIRECT), which this class
+        decodes in numpy.
         """
-        if not op_can_read(self.codec, mapped=self.mapped):
+        if not op_can_read(self.codec):
             return None
         specs = [self.codec.slots[name].spec for name in self._direct]
         return {
@@ -503,6 +503,7 @@ class GroupReader:
             "crc_at": self._crc_at,
             "out_types": [spec.dtype for spec in specs],
             "out_shapes": [list(spec.shape) for spec in specs],
+            "mapped": self.mapped,
         }
 
     def read_group(self, group: np.integer | int, epoch_seed: np.integer | int) -> list[np.ndarray]:

@@ -244,7 +244,11 @@ def test_readers_do_not_accumulate_descriptors(mixed):
 @pytest.mark.parametrize("software", [False, True])
 @pytest.mark.parametrize(
     "stride,start,length,rows",
-    [(37, 3, 0, 9), (37, 3, 33, 9), (100, 0, 100, 1), (164, 12, 148, 7), (1029, 12, 1013, 13)],
+    [(37, 3, 0, 9), (37, 3, 33, 9), (100, 0, 100, 1), (164, 12, 148, 7), (1029, 12, 1013, 13)]
+    # Long rows, folded where the CPU can (HARDWARE_CRC == 2): every length
+    # class of the fold (256, 64 and 8 bytes at a time, and single bytes).
+    + [(length + 5, 3, length, 3) for length in (255, 256, 257, 319, 320, 327, 511, 512, 4099)]
+    + [(16400, 16, 16384, 2)],
 )
 def test_crc32c_rows_matches_google_crc32c(software, stride, start, length, rows):
     data = np.random.default_rng(stride).integers(0, 256, rows * stride, dtype=np.uint8)
@@ -396,3 +400,41 @@ def test_a_forked_child_can_read(mixed):
     _rowread.SHARDS._lock.release()
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.parametrize("software", [False, True])
+def test_long_pieces_are_checked_by_every_crc_path(tmp_path, software):
+    # Pieces of 300 and 1029 bytes between short ones: folded (HARDWARE_CRC
+    # == 2), four CRC32 streams, or the table; a wrong CRC fails the read.
+    n = 41
+    rng = np.random.default_rng(11)
+    cols = {
+        "img": rng.normal(size=(n, 75)).astype(np.float32),
+        "wide": rng.integers(0, 256, size=(n, 1029), dtype=np.uint8),
+        "label": np.arange(n, dtype=np.int64),
+    }
+    builder = tb.build("long", data_dir=tmp_path, splits={"train": cols}, shard_bytes=20_000)
+    reader = _reader(builder, block_rows=3)
+    original = _native.read_frames
+
+    def read_frames(*args):
+        return original(*args[:9], software, *args[10:])
+
+    _rowread._native.read_frames = read_frames  # type: ignore[attr-defined]
+    try:
+        got = _as_dict(reader, reader.read(np.arange(-(-n // 3)), np.zeros(0, np.int64)))
+    finally:
+        _rowread._native.read_frames = original  # type: ignore[attr-defined]
+    for name, want in cols.items():
+        assert np.array_equal(got[name], want), name
+    # And a flipped byte in the long piece is caught by the same path.
+    shard = sorted(builder.data_path.glob("long-train.tfrecord-*"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    _rowread._native.read_frames = read_frames  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(_rowread.ShardReadError, match="CRC32C does not match"):
+            _reader(builder, block_rows=3).read(np.arange(3), np.zeros(0, np.int64))
+    finally:
+        _rowread._native.read_frames = original  # type: ignore[attr-defined]

@@ -95,10 +95,13 @@ static PyObject *crc32c_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
   }
   const uint8_t *base = (const uint8_t *)data.buf + start;
   uint32_t *crcs = (uint32_t *)out.buf;
-  int hw = !software && use_hardware();
+  int hw = software ? 0 : use_hardware();
   Py_BEGIN_ALLOW_THREADS;
 #ifdef HAVE_SSE42_PATH
-  if (hw) {
+  if (hw >= 2 && length >= FOLD_MIN_BYTES) {
+    for (Py_ssize_t r = 0; r < rows; r++)
+      crcs[r] = crc32c_fold(0xFFFFFFFFu, base + r * stride, (size_t)length) ^ 0xFFFFFFFFu;
+  } else if (hw) {
     crc_rows_sse42(base, rows, stride, length, crcs);
   } else
 #endif
@@ -251,7 +254,7 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   int err = 0;
   uint8_t *junk_base = junk.buf;
 #ifdef HAVE_SSE42_PATH
-  int hw = !software && use_hardware();
+  int hw = software ? 0 : use_hardware();
 #else
   int hw = 0;
   (void)software;

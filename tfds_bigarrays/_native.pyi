@@ -4,7 +4,7 @@ from typing import Any
 
 Buffer = Any  # anything with the buffer protocol (numpy arrays here)
 
-HARDWARE_CRC: int
+HARDWARE_CRC: int  # 0 table-driven, 1 CRC32 instruction, 2 also AVX-512 folding
 
 def crc32c_rows(
     data: Buffer, out: Buffer, stride: int, start: int, length: int, software: bool = ...

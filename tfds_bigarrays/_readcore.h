@@ -61,14 +61,100 @@ static uint32_t crc32c_soft_extend(uint32_t crc, const uint8_t *p, size_t n) {
 }
 
 
+/* 0: the table-driven CRC; 1: the CRC32 instruction (SSE 4.2); 2: also
+   carry-less multiplies on 512-bit registers (AVX-512 VPCLMULQDQ), for long
+   pieces. */
 static int use_hardware(void) {
 #ifdef HAVE_SSE42_PATH
   __builtin_cpu_init();
-  return __builtin_cpu_supports("sse4.2") != 0;
+  if (!__builtin_cpu_supports("sse4.2")) return 0;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul"))
+    return 2;
+  return 1;
 #else
   return 0;
 #endif
 }
+
+#ifdef HAVE_SSE42_PATH
+#include <immintrin.h>
+#define FOLD_TARGET __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2")))
+#define FOLD_MIN_BYTES 256
+
+/* Folding (Intel, "Fast CRC Computation for Generic Polynomials Using
+   PCLMULQDQ"): a 128-bit lane of the message moved D bytes further equals
+   lane.lo * (x^(8D+32) mod P) + lane.hi * (x^(8D-32) mod P), bit-reflected,
+   modulo P. The constants (each reflected and shifted left by one) are for
+   the CRC32C polynomial and D = 256, 64 and 16 bytes; tests compare the
+   result with the table-driven CRC. */
+FOLD_TARGET static inline __m512i fold512(__m512i x, __m512i k, __m512i next) {
+  __m512i a = _mm512_clmulepi64_epi128(x, k, 0x00);
+  __m512i b = _mm512_clmulepi64_epi128(x, k, 0x11);
+  return _mm512_ternarylogic_epi64(a, b, next, 0x96); /* a ^ b ^ next */
+}
+
+FOLD_TARGET static inline __m128i fold128(__m128i x, __m128i k, __m128i next) {
+  __m128i a = _mm_clmulepi64_si128(x, k, 0x00);
+  __m128i b = _mm_clmulepi64_si128(x, k, 0x11);
+  return _mm_ternarylogic_epi64(a, b, next, 0x96);
+}
+
+/* The raw CRC32C register `reg` (not inverted) extended by p[0..n), n >=
+   FOLD_MIN_BYTES: four 512-bit accumulators (16 lanes) folded 256 bytes at a
+   time, then folded into one 128-bit lane, whose 16 bytes the CRC32
+   instruction finishes (it multiplies by x^32 and reduces: the Barrett step). */
+FOLD_TARGET static uint32_t crc32c_fold(uint32_t reg, const uint8_t *p, size_t n) {
+  const __m512i k256 = _mm512_broadcast_i32x4(_mm_set_epi64x(0xb9e02b86, 0xdcb17aa4));
+  const __m512i k64 = _mm512_broadcast_i32x4(_mm_set_epi64x(0x9e4addf8, 0x740eef02));
+  const __m128i k16 = _mm_set_epi64x(0x14cd00bd6, 0xf20c0dfe);
+  __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_loadu_si512(p + 64),
+          x2 = _mm512_loadu_si512(p + 128), x3 = _mm512_loadu_si512(p + 192);
+  /* The register enters as the message's first four bytes, XORed. */
+  x0 = _mm512_xor_si512(x0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)reg)));
+  p += 256;
+  n -= 256;
+  for (; n >= 256; p += 256, n -= 256) {
+    x0 = fold512(x0, k256, _mm512_loadu_si512(p));
+    x1 = fold512(x1, k256, _mm512_loadu_si512(p + 64));
+    x2 = fold512(x2, k256, _mm512_loadu_si512(p + 128));
+    x3 = fold512(x3, k256, _mm512_loadu_si512(p + 192));
+  }
+  x1 = fold512(x0, k64, x1);
+  x2 = fold512(x1, k64, x2);
+  x3 = fold512(x2, k64, x3);
+  for (; n >= 64; p += 64, n -= 64) x3 = fold512(x3, k64, _mm512_loadu_si512(p));
+  __m128i lane = _mm512_extracti32x4_epi32(x3, 0);
+  lane = fold128(lane, k16, _mm512_extracti32x4_epi32(x3, 1));
+  lane = fold128(lane, k16, _mm512_extracti32x4_epi32(x3, 2));
+  lane = fold128(lane, k16, _mm512_extracti32x4_epi32(x3, 3));
+  uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(lane));
+  c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(lane, 1));
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    c = _mm_crc32_u64(c, w);
+  }
+  uint32_t d = (uint32_t)c;
+  for (; n; n--) d = _mm_crc32_u8(d, *p++);
+  return d;
+}
+
+/* The raw register extended by a piece: folded if long, else the CRC32
+   instruction (one stream). */
+FOLD_TARGET static uint32_t crc32c_extend_fold(uint32_t reg, const uint8_t *p, size_t n) {
+  if (n >= FOLD_MIN_BYTES) return crc32c_fold(reg, p, n);
+  uint64_t c = reg;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    c = _mm_crc32_u64(c, w);
+  }
+  uint32_t d = (uint32_t)c;
+  for (; n; n--) d = _mm_crc32_u8(d, *p++);
+  return d;
+}
+#endif
 
 /* ------------------------------------------------------------- read_frames */
 
@@ -130,6 +216,22 @@ static void crc_records(const CrcJob *job, ptrdiff_t r0, ptrdiff_t r1) {
   const int64_t *seg = job->seg;
   ptrdiff_t r = r0;
 #ifdef HAVE_SSE42_PATH
+  int long_piece = 0;
+  for (ptrdiff_t j = 1; j + 1 < job->n_segs; j++) long_piece |= seg[3 * j + 1] >= FOLD_MIN_BYTES;
+  if (job->hw >= 2 && long_piece) {
+    /* Rows with a long piece: one row at a time, the long pieces folded
+       (about twice the speed of four CRC32 streams on 16 KiB rows). */
+    for (; r < r1; r++) {
+      uint32_t reg = 0xFFFFFFFFu;
+      ptrdiff_t j_off = seg[1];
+      for (ptrdiff_t j = 1; j + 1 < job->n_segs; j++) {
+        reg = crc32c_extend_fold(reg, piece(job, r, j, j_off), (size_t)seg[3 * j + 1]);
+        if (seg[3 * j + 2] < 0) j_off += seg[3 * j + 1];
+      }
+      job->out_crc[r] = reg ^ 0xFFFFFFFFu;
+    }
+    return;
+  }
   if (job->hw) {
     for (; r + 4 <= r1; r += 4) {
       uint32_t c[4] = {0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu};

@@ -261,8 +261,9 @@ def _random_groups(
     """Decoded groups of rows, read at computed offsets by `reader`.
 
     The pipeline is a stream of (epoch seed, group index) pairs mapped by one
-    `tf.numpy_function` call to `reader.read_group`, which does the rest in
-    numpy (see there): shuffled, an epoch is a keyed permutation of all full
+    call of `op` (the TensorFlow op of `_read_op.cc`), or where it is None by
+    one `tf.numpy_function` call to `reader.read_group`; both do the same
+    (see there): shuffled, an epoch is a keyed permutation of all full
     blocks (no buffer, no table) with each group's rows permuted too. An
     iterator's state is its position in that stream, so checkpoints resume
     exactly. One small function: a pipeline's functions are instantiated,

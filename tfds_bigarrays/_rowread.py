@@ -7,15 +7,19 @@ what lets the reader shuffle whole epochs without a shuffle buffer (it reads
 blocks in a permuted order) and build each batch with one copy of our own: a
 scatter read puts each feature's bytes straight from the page cache into its
 (permuted) row of the batch, where tf.data's file readers and decoders made
-five or six copies. (TensorFlow 2.21 then copies a `tf.numpy_function`'s
-outputs once more, while holding the GIL, whatever their alignment: measured,
-the tensor's buffer is never the array's. That copy, about 0.27 ms per 4 MiB
-batch here, is the floor of this design; see README, "Not there yet".)
+five or six copies.
 
-`GroupReader` is called from a `tf.numpy_function` by several tf.data threads
-at once; its loops (`_native`) release the GIL. With `mapped=True` the shards
-stay memory-mapped and rows are copied out of the mapping (no system call,
-no kernel copy; the mapped pages count in the process's RSS).
+The pipeline reads through the TensorFlow op (`_read_op.cc`), which does what
+`GroupReader.read_group` does, with the same C loops (`_readcore.h`), into
+TensorFlow's own tensors. This module plans the op's attributes
+(`GroupReader.op_attrs`) and is the fallback where the op is not available:
+`GroupReader` is then called from a `tf.numpy_function` by several tf.data
+threads at once (its loops, `_native`, release the GIL), and TensorFlow 2.21
+copies a `tf.numpy_function`'s outputs once more, while holding the GIL,
+whatever their alignment (about 0.27 ms per 4 MiB batch here). With
+`mapped=True` the shards stay memory-mapped and rows are copied out of the
+mapping (no system call, no kernel copy; the mapped pages count in the
+process's RSS).
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
-extern "C" {
+// Plain C with static functions only: no extern "C" needed (nor wanted
+// around the system headers it includes).
 #include "_readcore.h"
-}
 
 namespace tfds_bigarrays {
 namespace {
@@ -84,6 +84,9 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     .Attr("out_types: list(type)")
     .Attr("out_shapes: list(shape)")
     .Attr("mapped: bool = false")
+    // Not stateful: the outputs are a function of the inputs and of shards
+    // that do not change (altered ones fail the layout or CRC checks), which is
+    // what lets tf.data checkpoint an iterator over it.
     .SetShapeFn(::tensorflow::shape_inference::UnknownShape)
     .Doc("One group of rows of a tfds_bigarrays split; see _read_op.cc.");
 

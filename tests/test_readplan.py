@@ -133,6 +133,12 @@ def test_group_plan_is_stable():
     image = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2)
     assert (image.block_rows, image.group_blocks, image.exact_batches) == (4, 128, False)
     assert (image.parallel_reads, image.prefetch_batches, image.lookahead_groups) == (2, 1, 7)
+    # Through the op (calls cost little): one batch per group, no rebatching.
+    by_op = plan_groups(
+        frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2, group_target_bytes=0
+    )
+    assert (by_op.block_rows, by_op.group_blocks, by_op.exact_batches) == (4, 64, True)
+    assert (by_op.parallel_reads, by_op.prefetch_batches, by_op.lookahead_groups) == (2, 1, 15)
     huge = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=1024, cores=2)
     assert (huge.block_rows, huge.group_blocks, huge.exact_batches) == (4, 256, True)
     small = plan_groups(frame_bytes=150, num_examples=10**6, batch_rows=256, cores=2)

@@ -204,8 +204,9 @@ def check_shard_sizes(reads: list[tuple[str, int, int, int]], *, frame_bytes: in
 
 
 # Random-access reads (`_rowread`): a group is what one call (of the op, or of
-# the tf.numpy_function where the op is not available) reads and decodes. Each call costs some tens of microseconds of Python, so a
-# group carries at least this many bytes.
+# the tf.numpy_function where the op is not available) reads and decodes.
+# Small rows: a group carries at least this many bytes (a numpy_function call
+# costs some tens of microseconds of Python).
 GROUP_MIN_BYTES = 1 * MiB
 # A batch at least this big is read in whole batches per group: the block
 # size divides the batch.
@@ -213,11 +214,12 @@ EXACT_BATCH_BYTES = 256 * 1024
 # ... and, read through tf.numpy_function, a group of such batches holds at
 # least this many bytes (whole batches, then rebatched), unless one batch is
 # bigger: each call costs TensorFlow and Python about 0.4 ms whatever its
-# size, more than splitting a group costs. (The op reads one batch per group:
-# with it, 8 MiB groups measured 308-324k examples/s, one-batch groups
-# 342-347k; one-off script, this session.) Measured (one-off script) on 64x64 float32 rows, batches
-# of 256 (4 MiB), 2 cores: one batch per group 232k examples/s (mapped 242k), two per
-# group 266k (304k), four 266-291k (303k).
+# size, more than splitting a group costs. Measured (one-off script) on 64x64
+# float32 rows, batches of 256 (4 MiB), 2 cores: one batch per group 232k
+# examples/s (mapped 242k), two per group 266k (304k), four 266-291k (303k).
+# The op's calls cost little: it reads one batch per group
+# (`group_target_bytes=0`), which measured 342-347k examples/s against
+# 308-324k with 8 MiB groups (one-off script, op without folded CRCs).
 GROUP_TARGET_BYTES = 8 * MiB
 # Blocks of random-access reads: one pread each, so larger than the blocks of
 # sequential reads (a batch of 64x64 float32 rows takes 64 preads of 4 rows).
@@ -289,9 +291,11 @@ def plan_groups(
     gathers rows from `group_blocks` places of the split). When a batch is
     large, the block size divides it and a group is as many whole batches as
     reach `group_target_bytes` (exactly one batch, not rebatched, if one
-    batch is that big; 0 for the TensorFlow op, whose calls cost little); otherwise a group holds at least `GROUP_MIN_BYTES`
-    and `GROUP_BLOCKS` blocks. Groups of several batches are rebatched. There is no shuffle buffer: the budget bounds the groups in
-    flight (see `GroupPlan.bytes_bound`), down to one read and one prefetch.
+    batch is that big; 0 for the TensorFlow op, whose calls cost little);
+    otherwise a group holds at least `GROUP_MIN_BYTES` and `GROUP_BLOCKS`
+    blocks. Groups of several batches are rebatched. There is no shuffle
+    buffer: the budget bounds the groups in flight (see
+    `GroupPlan.bytes_bound`), down to one read and one prefetch.
     """
     _check_budget(budget)
     if batch_rows * frame_bytes >= EXACT_BATCH_BYTES:

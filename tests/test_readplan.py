@@ -5,7 +5,6 @@ import pytest
 from tfds_bigarrays._readplan import (
     EXACT_BATCH_BYTES,
     GROUP_MIN_BYTES,
-    GROUP_TARGET_BYTES,
     MIN_MEMORY_BUDGET,
     RANDOM_BLOCK_BYTES,
     ReadPlanError,
@@ -113,12 +112,10 @@ def test_shard_size_check_names_the_shard(tmp_path):
 def test_group_plan_covers_batches_and_respects_the_budget(frame, batch, budget):
     plan = plan_groups(frame_bytes=frame, num_examples=10**7, batch_rows=batch, budget=budget)
     group_bytes = plan.group_rows * frame
-    if plan.exact_batches:
-        assert plan.group_rows == batch  # one group is one batch: no rebatching
-        assert batch * frame >= GROUP_TARGET_BYTES
-    elif batch * frame >= EXACT_BATCH_BYTES:  # whole batches, rebatched
-        assert plan.group_rows % batch == 0 and group_bytes >= GROUP_TARGET_BYTES
+    if batch * frame >= EXACT_BATCH_BYTES:
+        assert plan.exact_batches and plan.group_rows == batch  # one group, one batch
     else:
+        assert not plan.exact_batches
         assert plan.group_rows >= batch and plan.group_blocks >= 16
         assert group_bytes >= min(GROUP_MIN_BYTES, 10**7 * frame) - plan.block_rows * frame
     assert plan.block_rows * frame <= max(RANDOM_BLOCK_BYTES, frame)
@@ -130,15 +127,10 @@ def test_group_plan_covers_batches_and_respects_the_budget(frame, batch, budget)
 
 def test_group_plan_is_stable():
     # Fixed expectations: changing them changes every user's pipeline.
+    # 4 MiB batches: one batch per group, no rebatching.
     image = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2)
-    assert (image.block_rows, image.group_blocks, image.exact_batches) == (4, 128, False)
-    assert (image.parallel_reads, image.prefetch_batches, image.lookahead_groups) == (2, 1, 7)
-    # Through the op (calls cost little): one batch per group, no rebatching.
-    by_op = plan_groups(
-        frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2, group_target_bytes=0
-    )
-    assert (by_op.block_rows, by_op.group_blocks, by_op.exact_batches) == (4, 64, True)
-    assert (by_op.parallel_reads, by_op.prefetch_batches, by_op.lookahead_groups) == (2, 1, 15)
+    assert (image.block_rows, image.group_blocks, image.exact_batches) == (4, 64, True)
+    assert (image.parallel_reads, image.prefetch_batches, image.lookahead_groups) == (2, 1, 15)
     huge = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=1024, cores=2)
     assert (huge.block_rows, huge.group_blocks, huge.exact_batches) == (4, 256, True)
     small = plan_groups(frame_bytes=150, num_examples=10**6, batch_rows=256, cores=2)

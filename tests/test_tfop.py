@@ -130,17 +130,35 @@ def test_op_refuses_a_group_out_of_range(raw):
         _op_group(reader, reader.num_groups, 1)
 
 
+def _bad_attrs(attrs):
+    """Attributes that once passed the op's checks, or should never."""
+    segments = list(attrs["segments"])
+    crc_too_long = segments[:-2] + [5, -1]  # the stored CRC is 4 bytes
+    # Two segments aimed at output 0 (the second would write past its rows).
+    j = next(i for i in range(0, len(segments), 3) if segments[i + 2] == 0)
+    twice = segments[: j + 3] + [segments[j] + segments[j + 1], 4, 0] + segments[j + 3 :]
+    for i in range(j + 6, len(twice), 3):
+        twice[i] += 4
+    return [
+        ({"segments": crc_too_long}, "segments do not make a frame"),
+        ({"segments": twice, "frame_bytes": attrs["frame_bytes"] + 4}, "does not fit"),
+        ({"skips": [-3] + list(attrs["skips"][1:])}, "negative skip"),
+        ({"starts": [1] + list(attrs["starts"][1:])}, "starts must begin at 0"),
+        ({"out_types": [tf.bool] + list(attrs["out_types"][1:])}, "plain numeric type"),
+    ]
+
+
 def test_op_refuses_attributes_that_do_not_make_a_frame(raw):
     builder, _ = raw
     attrs = _reader(builder, block_rows=5).op_attrs()
-    segments = list(attrs["segments"])
-    segments[-2] = 5  # the stored CRC is 4 bytes
     op = _tfop.library()
-    read = tf.function(
-        lambda: op.tfds_bigarrays_read_group(0, 0, **{**attrs, "segments": segments})
-    )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="TfdsBigarraysReadGroup"):
-        read()
+    for bad, why in _bad_attrs(attrs):
+        read = tf.function(lambda bad=bad: op.tfds_bigarrays_read_group(0, 0, **{**attrs, **bad}))
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"TfdsBigarraysReadGroup.*{why}"):
+            read()
+    # Inputs are scalars: a vector is refused when the graph is built, not a crash.
+    with pytest.raises(ValueError, match="rank 0"):
+        tf.function(lambda: op.tfds_bigarrays_read_group([0, 1], 0, **attrs))()
 
 
 def _labels(data_dir, **kwargs):
@@ -148,15 +166,29 @@ def _labels(data_dir, **kwargs):
     return np.concatenate([b["label"] for b in tfds.as_numpy(ds)])
 
 
-def test_switched_off_the_pipeline_reads_the_same_order(raw, monkeypatch):
-    builder, _ = raw
-    config = tfds.ReadConfig(shuffle_seed=3)
-    with_op = _labels(builder.data_path.parent.parent, shuffle_files=True, read_config=config)
+@pytest.mark.parametrize("width", [1, 1100])  # batches of 32 rows: small, and over 256 KiB
+def test_switched_off_the_pipeline_reads_the_same_order(tmp_path, monkeypatch, width):
+    x = np.arange(700 * width, dtype=np.float32).reshape(700, width)
+    tb.build("wide", data_dir=tmp_path, splits={"train": {"x": x}}, shard_bytes=1 << 20)
+
+    def epochs():
+        ds = tfds.load(
+            "wide",
+            data_dir=tmp_path,
+            split="train",
+            batch_size=32,
+            shuffle_files=True,
+            read_config=tfds.ReadConfig(shuffle_seed=3),
+        )
+        return [np.concatenate([b["x"][:, 0] for b in tfds.as_numpy(ds)]) for _ in range(2)]
+
+    with_op = epochs()
     monkeypatch.setenv("TFDS_BIGARRAYS_OP", "0")
     assert _tfop.library() is None
-    without = _labels(builder.data_path.parent.parent, shuffle_files=True, read_config=config)
-    assert np.array_equal(with_op, without)
-    assert sorted(with_op.tolist()) == list(range(211))
+    without = epochs()
+    assert all(map(np.array_equal, with_op, without))  # the same plan, the same order
+    assert sorted((with_op[0] // width).tolist()) == list(range(700))
+    assert not np.array_equal(with_op[0], with_op[1])
 
 
 def test_without_a_compiler_it_warns_once_and_reads_through_numpy(raw, tmp_path):
@@ -247,3 +279,20 @@ def test_mapped_reads_see_a_shard_replaced_by_rename(tmp_path):
     for name in shards:
         os.replace(new.data_path / name, old.data_path / name)
     assert epoch() == list(range(1000, 1600))  # a new file, a new mapping
+
+
+def test_an_unwritable_cache_falls_back_with_a_warning(raw, tmp_path):
+    builder, _ = raw
+    (tmp_path / "file").write_text("not a directory")
+    code = f"""
+import numpy as np, tensorflow_datasets as tfds, tfds_bigarrays
+from tfds_bigarrays import _tfop
+ds = tfds.load("raw", data_dir={str(builder.data_path.parent.parent)!r}, split="train",
+               batch_size=32)
+assert np.concatenate([b["label"] for b in tfds.as_numpy(ds)]).tolist() == list(range(211))
+assert _tfop.library() is None
+print("OK")
+"""
+    proc = run_python(code, env={"TFDS_BIGARRAYS_CACHE": str(tmp_path / "file" / "sub")})
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+    assert "cannot write the op into" in proc.stderr and "TFDS_BIGARRAYS_CACHE" in proc.stderr

@@ -22,6 +22,15 @@
 
 #include "_readcore.h"
 
+/* The CRC path for a `software` argument: 0 the best this CPU has, 1 (True)
+   the table, 2 the CRC32 instruction without folding (for tests). */
+static int crc_level(int software) {
+  int hw = use_hardware();
+  if (software == 1) return 0;
+  if (software == 2 && hw > 1) return 1;
+  return hw;
+}
+
 #ifdef HAVE_SSE42_PATH
 /* Four rows at once: the crc32 instruction has a latency of three cycles
    but a throughput of one, so four independent streams keep it busy. */
@@ -80,7 +89,7 @@ static PyObject *crc32c_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
   Py_buffer data, out;
   Py_ssize_t stride, start, length;
   int software = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*w*nnn|p", kwlist, &data, &out, &stride,
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*w*nnn|i", kwlist, &data, &out, &stride,
                                    &start, &length, &software))
     return NULL;
   PyObject *result = NULL;
@@ -95,7 +104,7 @@ static PyObject *crc32c_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
   }
   const uint8_t *base = (const uint8_t *)data.buf + start;
   uint32_t *crcs = (uint32_t *)out.buf;
-  int hw = software ? 0 : use_hardware();
+  int hw = crc_level(software);
   Py_BEGIN_ALLOW_THREADS;
 #ifdef HAVE_SSE42_PATH
   if (hw >= 2 && length >= FOLD_MIN_BYTES) {
@@ -135,7 +144,7 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   PyObject *maps_o = Py_None;
   Py_ssize_t frame_bytes;
   int software = 0;
-  if (!PyArg_ParseTuple(args, "OOOnOO!OOO|pO", &fds_o, &offsets_o, &counts_o, &frame_bytes,
+  if (!PyArg_ParseTuple(args, "OOOnOO!OOO|iO", &fds_o, &offsets_o, &counts_o, &frame_bytes,
                         &segs_o, &PyTuple_Type, &outputs, &dest_o, &junk_o, &crcs_o, &software,
                         &maps_o))
     return NULL;
@@ -254,7 +263,7 @@ static PyObject *read_frames(PyObject *self, PyObject *args) {
   int err = 0;
   uint8_t *junk_base = junk.buf;
 #ifdef HAVE_SSE42_PATH
-  int hw = software ? 0 : use_hardware();
+  int hw = crc_level(software);
 #else
   int hw = 0;
   (void)software;

@@ -7,7 +7,7 @@ Buffer = Any  # anything with the buffer protocol (numpy arrays here)
 HARDWARE_CRC: int  # 0 table-driven, 1 CRC32 instruction, 2 also AVX-512 folding
 
 def crc32c_rows(
-    data: Buffer, out: Buffer, stride: int, start: int, length: int, software: bool = ...
+    data: Buffer, out: Buffer, stride: int, start: int, length: int, software: int = ...
 ) -> None: ...
 def read_frames(
     fds: Buffer,
@@ -19,7 +19,7 @@ def read_frames(
     dest: Buffer,
     junk: Buffer,
     crcs: Buffer | None,
-    software: bool = ...,
+    software: int = ...,  # 0 best, 1 (True) table, 2 no folding
     maps: tuple[Buffer, ...] | None = ...,
     /,
 ) -> None: ...

@@ -87,7 +87,12 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     // Not stateful: the outputs are a function of the inputs and of shards
     // that do not change (altered ones fail the layout or CRC checks), which is
     // what lets tf.data checkpoint an iterator over it.
-    .SetShapeFn(::tensorflow::shape_inference::UnknownShape)
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
+      ::tensorflow::shape_inference::ShapeHandle unused;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 0, &unused));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 0, &unused));
+      return ::tensorflow::shape_inference::UnknownShape(c);
+    })
     .Doc("One group of rows of a tfds_bigarrays split; see _read_op.cc.");
 
 ::tensorflow::Status OpenError(const std::string& name, int e) {
@@ -244,7 +249,10 @@ class ReadGroupOp : public OpKernel {
     int64_t pos = 0;
     for (int64_t j = 0; j < n_segs; j++) {
       int64_t start = segs_[3 * j], len = segs_[3 * j + 1], t = segs_[3 * j + 2];
-      OP_REQUIRES(c, start == pos && len > 0 && t >= -1 && t < static_cast<int64_t>(types_.size()),
+      // Each output is filled by exactly one segment: its rows are that long.
+      OP_REQUIRES(c,
+                  start == pos && len > 0 && len <= (int64_t{1} << 40) && t >= -1 &&
+                      t < static_cast<int64_t>(types_.size()) && (t < 0 || row_bytes_[t] == 0),
                   errors::InvalidArgument("TfdsBigarraysReadGroup: segment ", j, " does not fit"));
       if (t < 0) {
         junk_bytes_ += len;
@@ -265,11 +273,25 @@ class ReadGroupOp : public OpKernel {
       TensorShape shape;
       OP_REQUIRES(c, shapes[t].AsTensorShape(&shape),
                   errors::InvalidArgument("TfdsBigarraysReadGroup: shapes must be fully known"));
+      // Raw bytes of numbers only (bool must be normalized; strings are not rows).
+      OP_REQUIRES(c, types_[t] != ::tensorflow::DT_BOOL && ::tensorflow::DataTypeCanUseMemcpy(types_[t]),
+                  errors::InvalidArgument("TfdsBigarraysReadGroup: output ", t,
+                                          " must be a plain numeric type"));
       OP_REQUIRES(c, shape.num_elements() * DataTypeSize(types_[t]) == row_bytes_[t],
                   errors::InvalidArgument("TfdsBigarraysReadGroup: output ", t,
                                           " does not match its segment"));
       row_shapes_.push_back(shape);
     }
+    OP_REQUIRES(c, starts_.front() == 0,
+                errors::InvalidArgument("TfdsBigarraysReadGroup: starts must begin at 0"));
+    for (size_t r = 0; r < skips_.size(); r++) {
+      OP_REQUIRES(c, skips_[r] >= 0 && starts_[r + 1] >= starts_[r] &&
+                         skips_[r] <= (int64_t{1} << 40) && starts_[r + 1] <= (int64_t{1} << 40),
+                  errors::InvalidArgument("TfdsBigarraysReadGroup: read ", r,
+                                          " has a negative skip or size"));
+    }
+    OP_REQUIRES(c, frame_ <= (int64_t{1} << 30) && junk_bytes_ <= (int64_t{1} << 30),
+                errors::InvalidArgument("TfdsBigarraysReadGroup: frames this large are not read"));
     num_rows_ = starts_.back();
     num_blocks_ = (num_rows_ + block_rows_ - 1) / block_rows_;
     num_groups_ = (num_blocks_ + group_blocks_ - 1) / group_blocks_;
@@ -287,6 +309,11 @@ class ReadGroupOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
+    OP_REQUIRES(ctx,
+                ::tensorflow::TensorShapeUtils::IsScalar(ctx->input(0).shape()) &&
+                    ::tensorflow::TensorShapeUtils::IsScalar(ctx->input(1).shape()),
+                errors::InvalidArgument("TfdsBigarraysReadGroup: group and epoch_seed must be "
+                                        "scalars"));
     const int64_t group = ctx->input(0).scalar<int64_t>()();
     const uint64_t seed = static_cast<uint64_t>(ctx->input(1).scalar<int64_t>()()) & kSeedMask;
     OP_REQUIRES(ctx, group >= 0 && group < num_groups_,
@@ -326,7 +353,13 @@ class ReadGroupOp : public OpKernel {
 
     // Per run: a descriptor, or (mapped) the index of its file's mapping.
     std::vector<int64_t> fds(runs.read.size());
-    std::vector<int> temporary;
+    std::vector<int> temporary;  // closed on every way out
+    struct CloseAll {
+      std::vector<int>* fds;
+      ~CloseAll() {
+        for (int fd : *fds) close(fd);
+      }
+    } close_temporary{&temporary};
     std::vector<const uint8_t*> bases;
     std::vector<int64_t> lens;
     for (size_t i = 0; i < runs.read.size(); i++) {
@@ -354,7 +387,6 @@ class ReadGroupOp : public OpKernel {
                               iov.data());
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    for (int fd : temporary) close(fd);
     slow_read_ = elapsed * kWarmBytesPerS > static_cast<double>(n * frame_);
     if (st.failed >= 0) {
       const std::string why = st.err ? std::string(std::strerror(st.err))

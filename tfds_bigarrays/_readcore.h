@@ -11,6 +11,12 @@
 #ifndef TFDS_BIGARRAYS_READCORE_H_
 #define TFDS_BIGARRAYS_READCORE_H_
 
+/* preadv is a BSD/GNU extension: ask for it, in case this header comes first
+   (Python.h, and g++, define _GNU_SOURCE already). */
+#if !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE 1
+#endif
+
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -297,6 +303,11 @@ static ReadStatus read_runs(const CrcJob *job, int64_t frame_bytes, ptrdiff_t k,
   if (rows_per_call < 1) rows_per_call = 1;
   for (ptrdiff_t i = 0; i < k && st.failed < 0; i++) {
     int64_t done_rows = 0;
+    if (off[i] < 0 || cnt[i] < 0) { /* checked by callers; never read before a file */
+      st.failed = i;
+      st.err = EINVAL;
+      break;
+    }
     if (maps) {
       /* The frames are in memory (a mapped shard): copy each segment to its
          place, then check the CRCs of the same rows while still cached. */

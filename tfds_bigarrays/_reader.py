@@ -368,15 +368,13 @@ def as_dataset(
         # Runs TensorFlow ops (and so initializes devices): deferred to first use.
         group_plan = None
         if random_access:
-            # With the op, a call costs tens of microseconds: one batch per
-            # group then, with no rebatching (see _readplan.GROUP_TARGET_BYTES).
+            # The same plan with or without the op: the same order either way.
             op = _tfop.library() if _rowread.op_can_read(codec) else None
             group_plan = _readplan.plan_groups(
                 frame_bytes=frame,
                 num_examples=max(1, num_examples),
                 batch_rows=batch_rows,
                 budget=budget,
-                group_target_bytes=0 if op is not None else _readplan.GROUP_TARGET_BYTES,
             )
             ds = _random_groups(
                 _rowread.GroupReader(

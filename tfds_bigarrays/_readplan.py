@@ -208,19 +208,15 @@ def check_shard_sizes(reads: list[tuple[str, int, int, int]], *, frame_bytes: in
 # Small rows: a group carries at least this many bytes (a numpy_function call
 # costs some tens of microseconds of Python).
 GROUP_MIN_BYTES = 1 * MiB
-# A batch at least this big is read in whole batches per group: the block
-# size divides the batch.
+# A batch at least this big is read as exactly one group (no rebatching): the
+# block size divides the batch. The same plan for the op and for the
+# tf.numpy_function fallback, so that a seed (and a checkpoint) means the same
+# order on both. With the op, a call costs little: one-batch groups measured
+# 342-347k examples/s against 308-324k with 8 MiB groups (64x64 float32 rows,
+# batches of 256; one-off script). The fallback pays about 0.4 ms of Python and
+# TensorFlow per call and did better with 8 MiB groups (266k against 232k
+# examples/s, last session), but it is the fallback.
 EXACT_BATCH_BYTES = 256 * 1024
-# ... and, read through tf.numpy_function, a group of such batches holds at
-# least this many bytes (whole batches, then rebatched), unless one batch is
-# bigger: each call costs TensorFlow and Python about 0.4 ms whatever its
-# size, more than splitting a group costs. Measured (one-off script) on 64x64
-# float32 rows, batches of 256 (4 MiB), 2 cores: one batch per group 232k
-# examples/s (mapped 242k), two per group 266k (304k), four 266-291k (303k).
-# The op's calls cost little: it reads one batch per group
-# (`group_target_bytes=0`), which measured 342-347k examples/s against
-# 308-324k with 8 MiB groups (one-off script, op without folded CRCs).
-GROUP_TARGET_BYTES = 8 * MiB
 # Blocks of random-access reads: one pread each, so larger than the blocks of
 # sequential reads (a batch of 64x64 float32 rows takes 64 preads of 4 rows).
 RANDOM_BLOCK_BYTES = 128 * 1024
@@ -283,17 +279,14 @@ def plan_groups(
     batch_rows: int,
     budget: int = DEFAULT_MEMORY_BUDGET,
     cores: int | None = None,
-    group_target_bytes: int = GROUP_TARGET_BYTES,
 ) -> GroupPlan:
     """Block, group and buffer sizes for random-access reads.
 
     Blocks stay near `RANDOM_BLOCK_BYTES` (small blocks mix better: a batch
     gathers rows from `group_blocks` places of the split). When a batch is
-    large, the block size divides it and a group is as many whole batches as
-    reach `group_target_bytes` (exactly one batch, not rebatched, if one
-    batch is that big; 0 for the TensorFlow op, whose calls cost little);
-    otherwise a group holds at least `GROUP_MIN_BYTES` and `GROUP_BLOCKS`
-    blocks. Groups of several batches are rebatched. There is no shuffle
+    large (`EXACT_BATCH_BYTES`), the block size divides it and a group is
+    exactly one batch, not rebatched; otherwise a group holds at least
+    `GROUP_MIN_BYTES` and `GROUP_BLOCKS` blocks, and is rebatched. There is no shuffle
     buffer: the budget bounds the groups in flight (see
     `GroupPlan.bytes_bound`), down to one read and one prefetch.
     """
@@ -302,9 +295,7 @@ def plan_groups(
         small = [d for d in range(1, math.isqrt(batch_rows) + 1) if batch_rows % d == 0]
         divisors = small + [batch_rows // d for d in small]
         block = max([d for d in divisors if d * frame_bytes <= RANDOM_BLOCK_BYTES] or [1])
-        batches = -(-group_target_bytes // (batch_rows * frame_bytes))
-        batches = max(1, min(batches, -(-num_examples // batch_rows)))
-        group_blocks, exact = batches * batch_rows // block, batches == 1
+        group_blocks, exact = batch_rows // block, True
     else:
         block = max(1, min(RANDOM_BLOCK_BYTES // frame_bytes, num_examples))
         rows = max(batch_rows, GROUP_MIN_BYTES // frame_bytes)

@@ -76,8 +76,14 @@ def build(path: pathlib.Path) -> None:
     """Compiles the op into `path` (atomically: a half-written library is never seen)."""
     here = pathlib.Path(__file__).parent
     compile_flags, link_flags = _flags()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.so", dir=path.parent)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.so", dir=path.parent)
+    except OSError as e:
+        raise OpBuildError(
+            f"cannot write the op into {path.parent} ({e.strerror}); set {_ENV_CACHE} to a "
+            "writable directory"
+        ) from e
     os.close(fd)
     command = [
         *shlex.split(os.environ.get("CXX", "g++")),
@@ -101,6 +107,7 @@ def build(path: pathlib.Path) -> None:
             raise OpBuildError(
                 f"{shlex.join(command)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
             )
+        os.chmod(tmp, 0o700)  # whatever the linker and umask did: private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -110,7 +117,10 @@ def build(path: pathlib.Path) -> None:
 def _check_private(path: pathlib.Path) -> None:
     """Refuses to load code that another user could have planted or altered."""
     for p in (path.parent, path):
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError as e:
+            raise OpBuildError(f"cannot read {p} ({e.strerror})") from e
         if st.st_uid != os.getuid() or st.st_mode & 0o022:
             raise OpBuildError(
                 f"{p} is not owned by this user or is writable by others (mode "

@@ -145,6 +145,7 @@ def _bad_attrs(attrs):
         ({"skips": [-3] + list(attrs["skips"][1:])}, "negative skip"),
         ({"starts": [1] + list(attrs["starts"][1:])}, "starts must begin at 0"),
         ({"out_types": [tf.bool] + list(attrs["out_types"][1:])}, "plain numeric type"),
+        ({"group_blocks": 1 << 62}, "groups this large"),
     ]
 
 

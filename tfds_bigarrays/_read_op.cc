@@ -290,8 +290,12 @@ class ReadGroupOp : public OpKernel {
                   errors::InvalidArgument("TfdsBigarraysReadGroup: read ", r,
                                           " has a negative skip or size"));
     }
-    OP_REQUIRES(c, frame_ <= (int64_t{1} << 30) && junk_bytes_ <= (int64_t{1} << 30),
-                errors::InvalidArgument("TfdsBigarraysReadGroup: frames this large are not read"));
+    // Bounds that keep every product below (group rows x frame bytes) in int64.
+    OP_REQUIRES(c, frame_ <= (int64_t{1} << 30) && junk_bytes_ <= (int64_t{1} << 30) &&
+                       block_rows_ <= (int64_t{1} << 31) && group_blocks_ <= (int64_t{1} << 31) &&
+                       block_rows_ * group_blocks_ <= (int64_t{1} << 31),
+                errors::InvalidArgument("TfdsBigarraysReadGroup: frames or groups this large "
+                                        "are not read"));
     num_rows_ = starts_.back();
     num_blocks_ = (num_rows_ + block_rows_ - 1) / block_rows_;
     num_groups_ = (num_blocks_ + group_blocks_ - 1) / group_blocks_;

@@ -49,8 +49,9 @@ class ReadOptions:
         works on any file system TensorFlow reads (gs://, s3://...) and
         through the tf.data service. "mapped": "random", but the shards
         are memory-mapped and kept mapped across epochs, so rows are copied
-        out of the page cache without a read call (measured: 16-24% less
-        CPU per example, on 16 KiB and on 128-byte rows). The price: the pages read stay
+        out of the page cache without a read call (in the last benchmark run:
+        14% less CPU per example on 16 KiB rows, 16% on 128-byte rows; see
+        README, "Measured"). The price: the pages read stay
         in the process's resident memory (shared, clean, reclaimable), so
         its RSS grows to the size of the split. For splits that fit in RAM
         comfortably; a shard truncated while mapped kills the process

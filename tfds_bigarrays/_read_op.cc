@@ -84,6 +84,7 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     .Attr("out_types: list(type)")
     .Attr("out_shapes: list(shape)")
     .Attr("mapped: bool = false")
+    .Attr("map_bytes: int = 0")
     // Not stateful: the outputs are a function of the inputs and of shards
     // that do not change (altered ones fail the layout or CRC checks), which is
     // what lets tf.data checkpoint an iterator over it.
@@ -230,12 +231,9 @@ class ReadGroupOp : public OpKernel {
     fds_.assign(files_.size(), -1);
     maps_.resize(files_.size());
     if (mapped_) {
-      int64_t total = 0;
-      for (const auto& name : files_) {
-        struct stat st;
-        if (stat(name.c_str(), &st) == 0) total += st.st_size;  // else named when read
-      }
-      MapCache::Get().Reserve(total);
+      int64_t map_bytes = 0;  // the split's shards together, summed once in Python
+      OP_REQUIRES_OK(c, c->GetAttr("map_bytes", &map_bytes));
+      MapCache::Get().Reserve(map_bytes);
     }
 
     const int64_t n_segs = static_cast<int64_t>(segs_.size()) / 3;
@@ -413,12 +411,15 @@ class ReadGroupOp : public OpKernel {
         }
       }
     }
+    // Names the shards of the rows flagged in `bad`.
+    auto fail = [&](const char* what) {
+      ctx->CtxFailure(
+          errors::InvalidArgument("tfds_bigarrays: shard ", Names(bad, runs), what));
+    };
     if (any) {
-      ctx->CtxFailure(errors::InvalidArgument(
-          "tfds_bigarrays: shard ", Names(bad, runs),
+      return fail(
           " holds a record that does not match the dataset's layout (tfds_bigarrays.json); it "
-          "is corrupt or from another dataset. Rebuild the dataset or restore the shard."));
-      return;
+          "is corrupt or from another dataset. Rebuild the dataset or restore the shard.");
     }
     if (verify_) {
       for (int64_t r = 0; r < n; r++) {
@@ -427,11 +428,9 @@ class ReadGroupOp : public OpKernel {
         if (Unmask(stored) != crcs[r]) bad[r] = any = true;
       }
       if (any) {
-        ctx->CtxFailure(errors::InvalidArgument(
-            "tfds_bigarrays: shard ", Names(bad, runs),
+        return fail(
             " has records whose CRC32C does not match (bit rot or an altered file). Rebuild the "
-            "dataset or restore the shard."));
-        return;
+            "dataset or restore the shard.");
       }
     }
   }

@@ -106,6 +106,21 @@ FOLD_TARGET static inline __m128i fold128(__m128i x, __m128i k, __m128i next) {
   return _mm_ternarylogic_epi64(a, b, next, 0x96);
 }
 
+/* The raw CRC32C register `reg` (not inverted) extended by p[0..n) with the
+   CRC32 instruction, one stream: for short pieces and the folds' tails. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw_extend(uint32_t reg,
+                                                                   const uint8_t *p, size_t n) {
+  uint64_t c = reg;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    c = _mm_crc32_u64(c, w);
+  }
+  uint32_t d = (uint32_t)c;
+  for (; n; n--) d = _mm_crc32_u8(d, *p++);
+  return d;
+}
+
 /* The raw CRC32C register `reg` (not inverted) extended by p[0..n), n >=
    FOLD_MIN_BYTES: four 512-bit accumulators (16 lanes) folded 256 bytes at a
    time, then folded into one 128-bit lane, whose 16 bytes the CRC32
@@ -136,29 +151,13 @@ FOLD_TARGET static uint32_t crc32c_fold(uint32_t reg, const uint8_t *p, size_t n
   lane = fold128(lane, k16, _mm512_extracti32x4_epi32(x3, 3));
   uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(lane));
   c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(lane, 1));
-  for (; n >= 8; p += 8, n -= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    c = _mm_crc32_u64(c, w);
-  }
-  uint32_t d = (uint32_t)c;
-  for (; n; n--) d = _mm_crc32_u8(d, *p++);
-  return d;
+  return crc32c_hw_extend((uint32_t)c, p, n); /* the last n < 64 bytes */
 }
 
 /* The raw register extended by a piece: folded if long, else the CRC32
    instruction (one stream). */
 FOLD_TARGET static uint32_t crc32c_extend_fold(uint32_t reg, const uint8_t *p, size_t n) {
-  if (n >= FOLD_MIN_BYTES) return crc32c_fold(reg, p, n);
-  uint64_t c = reg;
-  for (; n >= 8; p += 8, n -= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    c = _mm_crc32_u64(c, w);
-  }
-  uint32_t d = (uint32_t)c;
-  for (; n; n--) d = _mm_crc32_u8(d, *p++);
-  return d;
+  return n >= FOLD_MIN_BYTES ? crc32c_fold(reg, p, n) : crc32c_hw_extend(reg, p, n);
 }
 #endif
 

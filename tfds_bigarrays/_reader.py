@@ -273,13 +273,19 @@ def _random_groups(
     names = list(reader.codec.slots)
     dtypes = [tf.as_dtype(spec.dtype) for spec in specs]
     attrs = reader.op_attrs() if op is not None else None
-    read = CALLS.wrap(reader.read_group)  # a quiet exit: see _pycalls
+    if attrs is not None:  # the same rows, with no Python call and no second copy
+
+        def read_arrays(group: tf.Tensor, epoch_seed: tf.Tensor) -> Any:
+            return op.tfds_bigarrays_read_group(group, epoch_seed, **attrs)
+
+    else:
+        read = CALLS.wrap(reader.read_group)  # a quiet exit: see _pycalls
+
+        def read_arrays(group: tf.Tensor, epoch_seed: tf.Tensor) -> Any:
+            return tf.numpy_function(read, [group, epoch_seed], dtypes, stateful=False)
 
     def read_group(epoch_seed: tf.Tensor, group: tf.Tensor) -> Any:
-        if attrs is not None:  # the same rows, with no Python call and no second copy
-            arrays = op.tfds_bigarrays_read_group(group, epoch_seed, **attrs)
-        else:
-            arrays = tf.numpy_function(read, [group, epoch_seed], dtypes, stateful=False)
+        arrays = read_arrays(group, epoch_seed)
         return structure(
             {
                 name: tf.ensure_shape(a, [None, *spec.shape])
@@ -361,21 +367,21 @@ def as_dataset(
             return tf.nest.map_structure(lambda k: features[k], keys)
         return features
 
-    random_access = _random_access(reads, options)
-    mapped = options.access == "mapped"
+    group_plan = None
+    if _random_access(reads, options):
+        # The same plan with or without the op: the same order either way.
+        group_plan = _readplan.plan_groups(
+            frame_bytes=frame,
+            num_examples=max(1, num_examples),
+            batch_rows=batch_rows,
+            budget=budget,
+        )
 
     def build() -> tf.data.Dataset:
         # Runs TensorFlow ops (and so initializes devices): deferred to first use.
-        group_plan = None
-        if random_access:
-            # The same plan with or without the op: the same order either way.
+        if group_plan is not None:
+            # Loading (or building) the op is deferred too.
             op = _tfop.library() if _rowread.op_can_read(codec) else None
-            group_plan = _readplan.plan_groups(
-                frame_bytes=frame,
-                num_examples=max(1, num_examples),
-                batch_rows=batch_rows,
-                budget=budget,
-            )
             ds = _random_groups(
                 _rowread.GroupReader(
                     _rowread.RowSpace.from_reads(reads),
@@ -386,7 +392,7 @@ def as_dataset(
                     verify=verify,
                     groups_in_flight=group_plan.groups_in_flight,
                     lookahead=group_plan.lookahead_groups,
-                    mapped=mapped,
+                    mapped=options.access == "mapped",
                 ),
                 op=op,
                 parallel_reads=group_plan.parallel_reads,
@@ -403,7 +409,7 @@ def as_dataset(
             with _without_global_seed() if unseeded else contextlib.nullcontext():
                 ds = _sequential_groups().map(structure)
             exact = False
-        return _finish(ds, exact=exact, group_plan=group_plan)
+        return _finish(ds, exact=exact)
 
     def _sequential_groups() -> tf.data.Dataset:
         """Decoded groups of rows from tf.data's sequential file readers."""
@@ -483,9 +489,7 @@ def as_dataset(
             )
         return ds
 
-    def _finish(
-        ds: tf.data.Dataset, *, exact: bool, group_plan: _readplan.GroupPlan | None
-    ) -> tf.data.Dataset:
+    def _finish(ds: tf.data.Dataset, *, exact: bool) -> tf.data.Dataset:
         """Groups of decoded rows -> the batches (or examples) asked for."""
         if not exact:
             ds = ds.rebatch(batch_rows)

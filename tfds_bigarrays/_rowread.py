@@ -437,8 +437,9 @@ class GroupReader:
         _register_fork_hook()
         # Room for this reader's outputs in flight, in the shared pool.
         POOL.reserve(groups_in_flight * group_blocks * block_rows * codec.frame_bytes)
-        if mapped:
-            MAPS.reserve(sum(_file_size(f) for f in set(space.filenames)))
+        # The bytes mapped at once (all the split's shards), for MAPS or the op's cache.
+        self._map_bytes = sum(_file_size(f) for f in set(space.filenames)) if mapped else 0
+        MAPS.reserve(self._map_bytes)
 
     def _plan_segments(self) -> None:
         codec = self.codec
@@ -508,6 +509,7 @@ class GroupReader:
             "out_types": [spec.dtype for spec in specs],
             "out_shapes": [list(spec.shape) for spec in specs],
             "mapped": self.mapped,
+            "map_bytes": self._map_bytes,
         }
 
     def read_group(self, group: np.integer | int, epoch_seed: np.integer | int) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ A TensorFlow custom op must be compiled against the TensorFlow it runs in
 op is compiled the first time a pipeline wants it, with the compile and link
 flags of the installed TensorFlow (`tf.sysconfig`), into a cache directory
 keyed by the sources, the TensorFlow version and the flags; later processes
-load the cached library (about 6 s to build here, milliseconds to load).
+load the cached library (about 10 s to build here, milliseconds to load).
 
 Without a C++ compiler, or if the build fails, `library()` returns None once
 with a warning saying why, and the reader falls back to its
@@ -20,6 +20,7 @@ Settings (environment):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -52,7 +53,9 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "tfds_bigarrays"
 
 
+@functools.cache
 def _flags() -> tuple[list[str], list[str]]:
+    """TensorFlow's compile and link flags (asked once: both the path and the build need them)."""
     import tensorflow as tf
 
     return list(tf.sysconfig.get_compile_flags()), list(tf.sysconfig.get_link_flags())

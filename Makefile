@@ -13,13 +13,11 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg setup.py pyproject.toml tfds_bigarrays/_native.c tfds_bigarrays/_readcore.h \
-		tfds_bigarrays/_read_op.cc
+$(STAMP): setup.cfg setup.py pyproject.toml tfds_bigarrays/_read/core.cc tfds_bigarrays/_read/core.h \
+		tfds_bigarrays/_read/op.cc tfds_bigarrays/_read/build.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -e '.[beam,hdf5,test,dev]'
-	# The read path's TensorFlow op, compiled now rather than at the first read.
-	$(BIN)/tfds-bigarrays build-op || echo "warning: no read op; reads use tf.numpy_function"
 	touch $(STAMP)
 
 demo: install

@@ -1,14 +1,51 @@
-"""Builds the one C extension; all metadata lives in setup.cfg."""
+"""Builds the native parts; all metadata lives in setup.cfg.
+
+- `tfds_bigarrays._read._core`: the read core (core.cc), a plain shared
+  library loaded with ctypes: no Python or TensorFlow in it.
+- `tfds_bigarrays._read._op`: the TensorFlow ops over it (op.cc), compiled
+  against the TensorFlow in the build environment (pinned in pyproject.toml
+  and setup.cfg to the one installed beside it) by `_read/build.py`.
+"""
+
+import importlib.util
+import pathlib
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+READ = pathlib.Path(__file__).parent / "tfds_bigarrays" / "_read"
+
+
+def _op_builder():
+    spec = importlib.util.spec_from_file_location("tfds_bigarrays_op_build", READ / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildNative(build_ext):
+    def build_extension(self, ext):
+        if ext.name != "tfds_bigarrays._read._op":
+            return super().build_extension(ext)
+        core = pathlib.Path(self.get_ext_fullpath("tfds_bigarrays._read._core"))
+        _op_builder().build_op(out=pathlib.Path(self.get_ext_fullpath(ext.name)), core=core)
+
 
 setup(
+    cmdclass={"build_ext": BuildNative},
     ext_modules=[
         Extension(
-            "tfds_bigarrays._native",
-            ["tfds_bigarrays/_native.c"],
-            extra_compile_args=["-O3", "-std=c11", "-Wall"],
-            depends=["tfds_bigarrays/_readcore.h"],
-        )
-    ]
+            "tfds_bigarrays._read._core",
+            ["tfds_bigarrays/_read/core.cc"],
+            depends=["tfds_bigarrays/_read/core.h"],
+            language="c++",
+            extra_compile_args=["-O3", "-std=c++17", "-Wall", "-fvisibility=hidden"],
+            extra_link_args=[f"-Wl,-soname,{_op_builder().CORE_NAME}"],
+        ),
+        Extension(
+            "tfds_bigarrays._read._op",
+            ["tfds_bigarrays/_read/op.cc"],
+            depends=["tfds_bigarrays/_read/core.h", "tfds_bigarrays/_read/build.py"],
+        ),
+    ],
 )

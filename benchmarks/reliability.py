@@ -32,16 +32,21 @@ START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 # (test file, test function prefix) -> (section, what it tries)
 GROUPS: list[tuple[str, str, str, str]] = [
     ("test_faults.py", "test_kill_9_at_each_stage", "faults", "build killed (SIGKILL), then rerun"),
-    ("test_atomic.py", "", "faults", "build killed (SIGKILL), then rerun"),
+    ("build/test_atomic.py", "", "faults", "build killed (SIGKILL), then rerun"),
     ("test_faults.py", "test_disk_full", "faults", "disk full during a build (real tmpfs)"),
     ("test_faults.py", "test_damaged_shard", "faults", "shard truncated/deleted/flipped/appended"),
     (
-        "test_reader.py",
+        "read/test_pipeline.py",
         "test_truncated_or_deleted",
         "faults",
         "shard truncated/deleted/flipped/appended",
     ),
-    ("test_reader.py", "test_flipped_byte", "faults", "shard truncated/deleted/flipped/appended"),
+    (
+        "read/test_pipeline.py",
+        "test_flipped_byte",
+        "faults",
+        "shard truncated/deleted/flipped/appended",
+    ),
     ("test_faults.py", "test_publish_killed", "faults", "publish killed (SIGKILL), then rerun"),
     ("test_faults.py", "test_two_builds", "faults", "two builds of one name at once"),
     (
@@ -51,19 +56,19 @@ GROUPS: list[tuple[str, str, str, str]] = [
         "3 reader processes while a version is published",
     ),
     (
-        "test_dask.py",
+        "build/test_dask.py",
         "test_worker_killed",
         "faults",
         "Dask worker killed mid-shard (retry / fail + rerun)",
     ),
     (
-        "test_data_service.py",
+        "read/test_data_service.py",
         "test_a_corrupt_shard",
         "faults",
         "damaged shard read through tf.data service",
     ),
     (
-        "test_registry.py",
+        "registry/test_registry.py",
         "test_cli_publish_verify",
         "faults",
         "published shard changed, found by verify",
@@ -77,7 +82,7 @@ GROUPS: list[tuple[str, str, str, str]] = [
     ),
     ("test_bad_input.py", "test_builder_", "bad input", "builder class attributes"),
     ("test_bad_input.py", "test_cli_", "bad input", "CLI flags and arguments"),
-    ("test_cli.py", "test_bad_input", "bad input", "CLI flags and arguments"),
+    ("cli/test_cli.py", "test_bad_input", "bad input", "CLI flags and arguments"),
     ("test_bad_input.py", "test_registry_", "bad input", "registry TOML and lookups"),
     ("test_bad_input.py", "test_gpu_", "bad input", "GPU module (functions, env vars)"),
     ("test_security.py", "", "security", "no unpickling, no escaping paths, nothing executed"),
@@ -88,7 +93,7 @@ FILES = sorted({g[0] for g in GROUPS})
 
 def _group(file: str, name: str) -> tuple[str, str] | None:
     for f, prefix, section, label in GROUPS:
-        if f == file and name.startswith(prefix):
+        if f.rsplit("/", 1)[-1] == file and name.startswith(prefix):
             return section, label
     return None
 

@@ -82,6 +82,16 @@ def run_cli(*args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedP
     )
 
 
+def random_rows(dtype, shape, n, rng):
+    dtype = np.dtype(dtype)
+    raw = rng.integers(
+        0, 256, size=n * int(np.prod(shape, dtype=int)) * dtype.itemsize, dtype=np.uint8
+    )
+    if dtype == np.bool_:
+        raw = raw % 2
+    return raw.view(dtype).reshape((n, *shape))
+
+
 @pytest.fixture(scope="session")
 def small_arrays(tmp_path_factory) -> dict[str, np.ndarray | pathlib.Path]:
     """A learnable task of 3000 train and 500 validation rows, saved as .npy."""

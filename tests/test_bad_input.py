@@ -30,8 +30,8 @@ import tensorflow_datasets as tfds
 
 import tfds_bigarrays as tb
 from tfds_bigarrays import gpu
-from tfds_bigarrays._cli import main
-from tfds_bigarrays._registry import Registry, RegistryError
+from tfds_bigarrays._cli.main import main
+from tfds_bigarrays._registry.lookup import Registry, RegistryError
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, gpu.GpuConfigError)
 
@@ -994,7 +994,7 @@ GPU_CASES = [
         "env-mb-negative",
         lambda f: lambda: gpu.limit_memory(),
         gpu.GpuConfigError,
-        ("TFDS_BIGARRAYS_GPU_MEMORY_MB=-5", "positive int"),
+        ("TFDS_BIGARRAYS_GPU_MEMORY_MB='-5'", "positive int"),
     ),
     Case(
         "env-device-words",

@@ -21,8 +21,9 @@ import tensorflow_datasets as tfds
 from conftest import run_cli
 
 import tfds_bigarrays as tb
-from tfds_bigarrays._registry import Registry, publish
-from tfds_bigarrays._verify import verify
+from tfds_bigarrays._registry.lookup import Registry
+from tfds_bigarrays._registry.publish import publish
+from tfds_bigarrays._registry.verify import verify
 
 ROWS = 320  # rows of 1 KiB: 20 shards of 16 KiB
 SCRIPT = textwrap.dedent("""
@@ -342,7 +343,7 @@ def test_only_folders_of_dead_builds_on_this_host_are_removed(tmp_path):
 
     from etils import epath
 
-    from tfds_bigarrays._builder import _OWNER_FILE, _owned, _remove_abandoned
+    from tfds_bigarrays._build.builder import _OWNER_FILE, _owned, _remove_abandoned
 
     name_dir = epath.Path(tmp_path)
     live, dead, foreign, unmarked = (name_dir / f"incomplete.{n}" for n in "ABCD")

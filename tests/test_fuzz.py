@@ -2,10 +2,11 @@
 
 Two levels:
 
-1. the pure-numpy decode path of `_encoding` (TFRecord unframing, CRC checks,
-   record decoding): random bytes, and valid frames of random specs after a
-   random mutation, must raise `RecordError` or give back exactly the
-   original values;
+1. the pure-numpy record codec (TFRecord unframing, record decoding) and the
+   read core's checks (`core.decode`: headers, layout, CRCs): random bytes,
+   and valid frames of random specs after a random mutation, must raise
+   `RecordError` / `ShardReadError` or give back exactly the original
+   values;
 2. the TensorFlow read path behind `tfds.load`: one shard of a tiny dataset
    mutated (a byte flipped, truncated, garbage appended, a range zeroed);
    reading the split must fail naming that shard, or yield exactly the
@@ -17,17 +18,15 @@ for level 1, a fifth of it for level 2: about 10 s on the 2-core build
 machine. For a longer run, raise it: `TFDS_BIGARRAYS_FUZZ_EXAMPLES=2000 pytest
 tests/test_fuzz.py` ran 10,400 examples (400 of them through TensorFlow) in
 193 s without a failure. The coverage-guided harness
-`benchmarks/fuzz_decode.py` (atheris) runs the numpy path for longer still.
+`benchmarks/fuzz_decode.py` (atheris) runs level 1 for longer still.
 
-`crc_errors` once XOR-folded a group of records, and identical damage to an
-even number of records cancelled out in the fold; it now checks every
-record's own CRC32C (in C), and `test_identical_damage_to_two_records_is_caught`
-pins that.
+Identical damage to an even number of records must not cancel out:
+`test_identical_damage_to_two_records_is_caught` checks that every record's
+own CRC32C is compared.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 
@@ -40,16 +39,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tfds_bigarrays as tb
-from tfds_bigarrays._encoding import (
+from tfds_bigarrays import _env
+from tfds_bigarrays._format.layout import read_layout
+from tfds_bigarrays._format.records import (
     RecordCodec,
     RecordError,
-    crc_errors,
     unframe,
 )
-from tfds_bigarrays._layout import read_layout
-from tfds_bigarrays._spec import SUPPORTED_DTYPES, FeatureSpec
+from tfds_bigarrays._format.spec import SUPPORTED_DTYPES, FeatureSpec
+from tfds_bigarrays._read import core
 
-EXAMPLES = int(os.environ.get("TFDS_BIGARRAYS_FUZZ_EXAMPLES", "50"))
+EXAMPLES = _env.get(_env.FUZZ_EXAMPLES)
 FAST = settings(max_examples=EXAMPLES, deadline=None)
 SLOW = settings(
     max_examples=max(2, EXAMPLES // 5),
@@ -207,20 +207,22 @@ def test_decode_of_random_records_errs_or_has_the_layout(block, data):
 
 @FAST
 @given(block=blocks(), mutate=mutations(same_length=True))
-def test_crc_errors_and_header_check_catch_any_damage(block, mutate):
+def test_the_read_cores_checks_catch_any_damage(block, mutate):
     codec, columns = block
     framed = codec.frame(codec.encode(columns))
     mutate.record = codec.frame_bytes
     damaged = mutate(framed)
-    frames = np.frombuffer(damaged, np.uint8).reshape(-1, codec.frame_bytes)
-    header_ok = (frames[:, :12] == codec._frame_header).all(axis=1)  # noqa: SLF001
-    bad = crc_errors(frames, codec.record_bytes)
-    if header_ok.all() and bad.size == 0:
-        assert damaged == framed, f"{mutate.kind} went unnoticed"
-    # Every row flagged really changed (no false alarm on a sound record).
-    original = np.frombuffer(framed, np.uint8).reshape(frames.shape)
-    changed = np.flatnonzero((frames != original).any(axis=1))
-    assert set(bad.tolist()) <= set(changed.tolist())
+    try:
+        got = core.decode(codec, [damaged], ["fuzzed"], first_rows=[0])
+    except core.ShardReadError as e:
+        # The first row named really changed (no false alarm on a sound record).
+        row = int(str(e).split("the first at row ")[1].split(" ")[0])
+        frame = codec.frame_bytes
+        assert damaged[row * frame : (row + 1) * frame] != framed[row * frame : (row + 1) * frame]
+        return
+    assert damaged == framed, f"{mutate.kind} went unnoticed"
+    for name, want in columns.items():
+        assert got[name].tobytes() == np.ascontiguousarray(want, codec.specs[name].dtype).tobytes()
 
 
 def test_identical_damage_to_two_records_is_caught():
@@ -228,8 +230,11 @@ def test_identical_damage_to_two_records_is_caught():
     framed = bytearray(codec.frame(codec.encode({"x": np.zeros((64, 4), np.float32)})))
     for row in (3, 40):  # same byte, same flip, in two records of identical content
         framed[row * codec.frame_bytes + 30] ^= 0x10
-    frames = np.frombuffer(bytes(framed), np.uint8).reshape(64, codec.frame_bytes)
-    assert crc_errors(frames, codec.record_bytes).tolist() == [3, 40]
+    with pytest.raises(core.ShardReadError, match="CRC32C does not match.*the first at row 3 of"):
+        core.decode(codec, [bytes(framed)], ["two"], first_rows=[0])
+    framed[3 * codec.frame_bytes + 30] ^= 0x10  # mend the first: the second is found
+    with pytest.raises(core.ShardReadError, match="the first at row 40 of"):
+        core.decode(codec, [bytes(framed)], ["two"], first_rows=[0])
 
 
 # --- Level 2: the TensorFlow read path ---------------------------------------------------

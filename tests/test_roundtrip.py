@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import run_python
-from test_encoding import random_rows
+from conftest import random_rows, run_python
 
 import tfds_bigarrays as tb
-from tfds_bigarrays._spec import SUPPORTED_DTYPES
+from tfds_bigarrays._format.spec import SUPPORTED_DTYPES
 
 SHAPES = {0: (), 1: (3,), 2: (2, 3), 3: (2, 1, 3), 4: (1, 2, 2, 2)}
 N = 13

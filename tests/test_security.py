@@ -24,8 +24,9 @@ import pytest
 from conftest import ROOT, run_cli, run_python
 
 import tfds_bigarrays as tb
-from tfds_bigarrays._cli import main
-from tfds_bigarrays._registry import Registry, RegistryError, publish
+from tfds_bigarrays._cli.main import main
+from tfds_bigarrays._registry.lookup import Registry, RegistryError
+from tfds_bigarrays._registry.publish import publish
 
 PACKAGE = ROOT / "tfds_bigarrays"
 _FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "joblib"}

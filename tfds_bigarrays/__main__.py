@@ -1,5 +1,5 @@
 import sys
 
-from tfds_bigarrays._cli import main
+from tfds_bigarrays._cli.main import main
 
 sys.exit(main())

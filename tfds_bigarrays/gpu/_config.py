@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Sequence
 
+from tfds_bigarrays import _env
+from tfds_bigarrays._errors import TfdsBigarraysError
 from tfds_bigarrays.gpu._devices import Device, device_api
 
 logger = logging.getLogger("tfds_bigarrays.gpu")
 
-ENV_MEMORY_MB = "TFDS_BIGARRAYS_GPU_MEMORY_MB"
-ENV_DEVICE = "TFDS_BIGARRAYS_GPU_DEVICE"
+ENV_MEMORY_MB = _env.GPU_MEMORY_MB.name
+ENV_DEVICE = _env.GPU_DEVICE.name
 
 _warned_no_gpu = False
 
 
-class GpuConfigError(RuntimeError):
+class GpuConfigError(TfdsBigarraysError, RuntimeError):
     """A GPU setting cannot be applied (too late, conflicting, or out of range)."""
 
 
@@ -50,15 +51,6 @@ def _check_mb(value: object, *, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise GpuConfigError(f"{what}={value!r} must be a positive int (megabytes), e.g. 2048.")
     return value
-
-
-def _env_devices(text: str) -> list[int]:
-    try:
-        return [int(i) for i in text.split(",")]
-    except ValueError as e:
-        raise GpuConfigError(
-            f"{ENV_DEVICE}={text!r} must be GPU indices separated by commas, e.g. 0 or 0,1."
-        ) from e
 
 
 def _select(kind: str, devices: Sequence[int] | int | None) -> list[Device]:
@@ -129,22 +121,19 @@ def limit_memory(
       GpuConfigError: TensorFlow already initialized its devices with another
         setting, memory growth is on, or an argument is out of range.
     """
-    if megabytes is None:
-        text = os.environ.get(ENV_MEMORY_MB)
-        if not text:
-            raise GpuConfigError(
-                f"limit_memory() needs megabytes, or the environment variable {ENV_MEMORY_MB}."
-            )
-        try:
-            megabytes = int(text)
-        except ValueError as e:
-            raise GpuConfigError(
-                f"{ENV_MEMORY_MB}={text!r} must be a positive int (megabytes), e.g. 2048."
-            ) from e
-        megabytes = _check_mb(megabytes, what=ENV_MEMORY_MB)
+    try:
+        if megabytes is None:
+            megabytes = _env.get(_env.GPU_MEMORY_MB)
+            if megabytes is None:
+                raise GpuConfigError(
+                    f"limit_memory() needs megabytes, or the environment variable {ENV_MEMORY_MB}."
+                )
+        if devices is None:
+            env_devices = _env.get(_env.GPU_DEVICE)
+            devices = list(env_devices) if env_devices is not None else None
+    except _env.EnvError as e:
+        raise GpuConfigError(str(e)) from None
     megabytes = _check_mb(megabytes, what="megabytes")
-    if devices is None and os.environ.get(ENV_DEVICE):
-        devices = _env_devices(os.environ[ENV_DEVICE])
     setting = f"memory_limit={megabytes}MB"
     chosen = _select("GPU", devices)
     if not chosen:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfds_bigarrays._errors import TfdsBigarraysError
 from tfds_bigarrays.gpu._config import GpuConfigError, _select
 from tfds_bigarrays.gpu._devices import device_api
 
@@ -12,6 +13,10 @@ from tfds_bigarrays.gpu._devices import device_api
 # about 1 GB without; the default is the safe end.
 DEFAULT_OVERHEAD_MB = 1024
 MIN_CAP_MB = 256
+
+
+class GpuPlanError(TfdsBigarraysError, ValueError):
+    """The models cannot share the card as asked (the message has the numbers)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -44,29 +49,29 @@ def plan(
       device: the GPU index, when reading the card's memory.
 
     Raises:
-      ValueError: the plan is impossible, with the numbers.
+      GpuPlanError (a ValueError): the plan is impossible, with the numbers.
     """
     if isinstance(models, bool) or not isinstance(models, int) or models < 1:
-        raise ValueError(f"models={models!r} must be an int >= 1.")
+        raise GpuPlanError(f"models={models!r} must be an int >= 1.")
     if isinstance(overhead_mb, bool) or not isinstance(overhead_mb, int) or overhead_mb < 0:
-        raise ValueError(f"overhead_mb={overhead_mb!r} must be an int >= 0.")
+        raise GpuPlanError(f"overhead_mb={overhead_mb!r} must be an int >= 0.")
     if card_mb is None:
         try:
             chosen = _select("GPU", device)
         except GpuConfigError as e:
-            raise ValueError(str(e)) from e
+            raise GpuPlanError(str(e)) from e
         card = device_api().card_memory_mb(chosen[0]) if chosen else None
         if card is None:
-            raise ValueError(
+            raise GpuPlanError(
                 "Cannot read the card's memory (no GPU visible, or no nvidia-smi); "
                 "pass card_mb=, e.g. plan(4, card_mb=24576)."
             )
         card_mb = card
     if isinstance(card_mb, bool) or not isinstance(card_mb, int) or card_mb <= 0:
-        raise ValueError(f"card_mb={card_mb!r} must be a positive int.")
+        raise GpuPlanError(f"card_mb={card_mb!r} must be a positive int.")
     cap = (card_mb - models * overhead_mb) // models
     if cap < MIN_CAP_MB:
-        raise ValueError(
+        raise GpuPlanError(
             f"{models} models do not fit a {card_mb} MB card: each needs {overhead_mb} MB "
             f"of overhead, leaving {card_mb - models * overhead_mb} MB, "
             f"{max(cap, 0)} MB each, below the {MIN_CAP_MB} MB minimum. Use fewer models, "

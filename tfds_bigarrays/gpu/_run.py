@@ -20,15 +20,16 @@ import tempfile
 import threading
 from collections.abc import Sequence
 
+from tfds_bigarrays import _env
 from tfds_bigarrays.gpu._config import ENV_DEVICE, ENV_MEMORY_MB, GpuConfigError, limit_memory
 from tfds_bigarrays.gpu._devices import device_api
 
-ENV_REPORT = "TFDS_BIGARRAYS_GPU_REPORT"
-ENV_INDEX = "TFDS_BIGARRAYS_MODEL_INDEX"
+ENV_REPORT = _env.GPU_REPORT.name
+ENV_INDEX = _env.MODEL_INDEX.name
 
 
 def _write_report() -> None:
-    path = os.environ.get(ENV_REPORT)
+    path = _env.get(_env.GPU_REPORT)
     if not path:
         return
     peaks = {}

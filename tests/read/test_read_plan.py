@@ -1,0 +1,150 @@
+"""Read planning, pure Python: budgets, pieces, shares, shard checks, access."""
+
+import pytest
+
+from tfds_bigarrays._read.plan import (
+    EXACT_BATCH_BYTES,
+    GROUP_MIN_BYTES,
+    MIN_MEMORY_BUDGET,
+    RANDOM_BLOCK_BYTES,
+    ReadError,
+    ShardRead,
+    pieces,
+    plan_groups,
+    plan_memory,
+    shard_identities,
+    share_of_reads,
+)
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("frame", [50, 150, 16_400, 5 * MiB])
+@pytest.mark.parametrize("budget", [4 * MiB, 64 * MiB, 256 * MiB, 1024 * MiB])
+def test_memory_plan_stays_within_budget(frame, budget):
+    plan = plan_memory(
+        frame_bytes=frame, num_examples=10**9, num_files=1000, batch_rows=256, budget=budget
+    )
+    bound = plan.bytes_bound(frame, 256)
+    # Rows bigger than the budget's slices still need one block, one batch.
+    floor = 4 * 256 * frame + 3 * frame
+    assert bound <= max(budget, floor) + 4 * 256 * frame, (plan, bound)
+    assert plan.shuffle_blocks * plan.block_rows * frame <= max(budget // 2, frame)
+    assert plan.group_blocks * plan.block_rows >= 256
+
+
+def test_memory_plan_is_stable():
+    # Fixed expectations: changing them changes every user's pipeline.
+    plan = plan_memory(
+        frame_bytes=160, num_examples=10**6, num_files=4, batch_rows=256, budget=256 * MiB
+    )
+    assert (plan.block_rows, plan.shuffle_blocks, plan.group_blocks, plan.cycle_length) == (
+        409,
+        2051,
+        16,
+        4,
+    )
+
+
+def test_memory_plan_small_dataset_and_no_shuffle():
+    plan = plan_memory(frame_bytes=100, num_examples=10, num_files=1, batch_rows=4)
+    assert plan.block_rows == 10 and plan.shuffle_blocks == 1
+    plan = plan_memory(
+        frame_bytes=100, num_examples=10**6, num_files=8, batch_rows=32, shuffle=False
+    )
+    assert plan.cycle_length == 1 and plan.group_blocks == 1
+
+
+@pytest.mark.parametrize("budget", [0, MIN_MEMORY_BUDGET - 1, 1.5e9, "1G", True])
+def test_bad_budget_is_named(budget):
+    with pytest.raises(ReadError, match="memory_budget=.*at least"):
+        plan_memory(frame_bytes=100, num_examples=10, num_files=1, batch_rows=4, budget=budget)
+
+
+def _r(filename, skip, take, rows):
+    return ShardRead(filename=filename, skip=skip, take=take, shard_rows=rows)
+
+
+def _rows(ps, frame, shard_rows):
+    """The (file, row) pairs that FixedLengthRecordDataset would read."""
+    out = []
+    for p in ps:
+        size = shard_rows[p.filename] * frame
+        body = size - p.header_bytes - p.footer_bytes
+        assert body % p.record_bytes == 0, p  # whole blocks only
+        first, last = p.header_bytes // frame, (size - p.footer_bytes) // frame
+        out.extend((p.filename, r) for r in range(first, last))
+    return out
+
+
+@pytest.mark.parametrize("skip, take, rows", [(0, 100, 100), (3, 10, 100), (0, 7, 7), (95, 5, 100)])
+def test_pieces_cover_exactly_the_requested_rows(skip, take, rows):
+    ps = pieces([_r("f", skip, take, rows)], frame_bytes=10, block_rows=4)
+    assert _rows(ps, 10, {"f": rows}) == [("f", r) for r in range(skip, skip + take)]
+
+
+@pytest.mark.parametrize("shares", [1, 2, 3, 7, 250])
+def test_shares_are_disjoint_complete_and_balanced(shares):
+    reads = [_r("a", 0, 100, 100), _r("b", 10, 37, 50), _r("c", 0, 1, 1)]
+    sizes = {"a": 100, "b": 50, "c": 1}
+    got = []
+    for i in range(shares):
+        share = share_of_reads(reads, num_shares=shares, index=i)
+        got.append(_rows(pieces(share, frame_bytes=1, block_rows=3), 1, sizes))
+    flat = [r for share in got for r in share]
+    assert sorted(flat) == sorted(_rows(pieces(reads, frame_bytes=1, block_rows=3), 1, sizes))
+    assert len(flat) == len(set(flat))
+    counts = [len(s) for s in got]
+    assert max(counts) - min(counts) <= len(reads)
+    with pytest.raises(ReadError, match="input_pipeline_id=5"):
+        share_of_reads(reads, num_shares=5, index=5)
+
+
+def test_shard_size_check_names_the_shard(tmp_path):
+    good, short = tmp_path / "good", tmp_path / "short"
+    good.write_bytes(b"x" * 100)
+    short.write_bytes(b"x" * 90)
+    (ident,) = shard_identities([_r(str(good), 0, 10, 10)], frame_bytes=10)
+    st = good.stat()
+    assert ident == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with pytest.raises(ReadError, match=r"short is 90 bytes but should be 100"):
+        shard_identities([_r(str(good), 0, 10, 10), _r(str(short), 0, 10, 10)], frame_bytes=10)
+    with pytest.raises(ReadError, match=r"missing is missing or unreadable"):
+        shard_identities([_r(str(tmp_path / "missing"), 0, 1, 1)], frame_bytes=10)
+
+
+@pytest.mark.parametrize("frame", [20, 150, 16_438, 300_000, 5 * MiB])
+@pytest.mark.parametrize("batch", [1, 32, 100, 256, 257])
+@pytest.mark.parametrize("budget", [4 * MiB, 128 * MiB, 1024 * MiB])
+def test_group_plan_covers_batches_and_respects_the_budget(frame, batch, budget):
+    plan = plan_groups(frame_bytes=frame, num_examples=10**7, batch_rows=batch, budget=budget)
+    group_bytes = plan.group_rows * frame
+    if batch * frame >= EXACT_BATCH_BYTES:
+        assert plan.exact_batches and plan.group_rows == batch  # one group, one batch
+    else:
+        assert not plan.exact_batches
+        assert plan.group_rows >= batch and plan.group_blocks >= 16
+        assert group_bytes >= min(GROUP_MIN_BYTES, 10**7 * frame) - plan.block_rows * frame
+    assert plan.block_rows * frame <= max(RANDOM_BLOCK_BYTES, frame)
+    assert plan.parallel_reads >= 1 and plan.prefetch_batches >= 1
+    # Within half the budget, unless one read and one prefetch alone exceed it.
+    floor = (1 + 1 + 2) * group_bytes
+    assert plan.bytes_bound(frame) <= max(budget // 2, floor), plan
+
+
+def test_group_plan_is_stable():
+    # Fixed expectations: changing them changes every user's pipeline.
+    # 4 MiB batches: one batch per group, no rebatching.
+    image = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2)
+    assert (image.block_rows, image.group_blocks, image.exact_batches) == (4, 64, True)
+    assert (image.parallel_reads, image.prefetch_batches, image.lookahead_groups) == (2, 1, 15)
+    huge = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=1024, cores=2)
+    assert (huge.block_rows, huge.group_blocks, huge.exact_batches) == (4, 256, True)
+    small = plan_groups(frame_bytes=150, num_examples=10**6, batch_rows=256, cores=2)
+    assert (small.block_rows, small.group_blocks, small.exact_batches) == (873, 16, False)
+    assert (small.parallel_reads, small.prefetch_batches, small.lookahead_groups) == (2, 4, 32)
+
+
+def test_group_plan_refuses_a_tiny_budget():
+    with pytest.raises(ReadError, match="memory_budget=1024 must be"):
+        plan_groups(frame_bytes=100, num_examples=10, batch_rows=4, budget=1024)

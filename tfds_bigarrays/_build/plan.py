@@ -1,0 +1,230 @@
+"""Build plans: validated splits, and the shard arithmetic of each split.
+
+Pure numpy. Everything a build can reject is rejected here, before a single
+byte is written, so bad input never leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tfds_bigarrays._build.generator import GeneratorSplit, spool
+from tfds_bigarrays._build.sources import ArraySource, open_source
+from tfds_bigarrays._errors import TfdsBigarraysError
+from tfds_bigarrays._format.records import RecordCodec
+from tfds_bigarrays._format.spec import FeatureSpec, check_feature_name
+
+MiB = 1 << 20
+DEFAULT_SHARD_BYTES = 128 * MiB
+MIN_SHARD_BYTES = 1 << 10
+DEFAULT_BLOCK_BYTES = 8 * MiB
+# A serialized tf.train.Example must stay below protobuf's 2 GiB message limit,
+# or neither TensorFlow nor stock TFDS can parse it.
+MAX_RECORD_BYTES = (1 << 31) - 1
+
+_DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class PlanError(TfdsBigarraysError, ValueError):
+    """The requested dataset cannot be built as described."""
+
+
+def check_dataset_name(name: Any) -> str:
+    """Returns `name` if it is a valid TFDS dataset name, else raises PlanError."""
+    if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
+        suggestion = ""
+        if isinstance(name, str):
+            cleaned = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
+            cleaned = re.sub(r"^[0-9_]+", "", cleaned)
+            if cleaned:
+                suggestion = f" For example {cleaned!r}."
+        raise PlanError(
+            f"name={name!r} is not a valid dataset name: use lower-case letters, "
+            "digits and '_', starting with a letter (no '/', '..', spaces or "
+            f"upper case).{suggestion}"
+        )
+    return name
+
+
+def check_bytes(value: Any, *, what: str, minimum: int) -> int:
+    """Returns `value` if it is an int number of bytes >= `minimum`, else raises."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PlanError(f"{what}={value!r} must be an int >= {minimum} (bytes).")
+    return value
+
+
+def check_seed(value: Any, *, what: str = "permute_seed") -> int | None:
+    """Returns `value` if it is None or an int in [0, 2**63), else raises PlanError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise PlanError(f"{what}={value!r} must be None or an int in [0, 2**63).")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RowRange:
+    """Rows `[start, stop)` of a split that go into one shard."""
+
+    index: int
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def shard_ranges(num_examples: int, *, frame_bytes: int, shard_bytes: int) -> list[RowRange]:
+    """Splits `num_examples` into near-equal shards of at most `shard_bytes`.
+
+    A shard holds at least one example even if that example is larger than
+    `shard_bytes`.
+    """
+    per_shard = max(1, shard_bytes // max(1, frame_bytes))
+    num_shards = max(1, -(-num_examples // per_shard))
+    bounds = [num_examples * i // num_shards for i in range(num_shards + 1)]
+    return [RowRange(index=i, start=bounds[i], stop=bounds[i + 1]) for i in range(num_shards)]
+
+
+def block_ranges(
+    start: int, stop: int, *, frame_bytes: int, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> list[tuple[int, int]]:
+    """Row ranges small enough to encode at once without holding a shard."""
+    step = max(1, block_bytes // max(1, frame_bytes))
+    return [(a, min(a + step, stop)) for a in range(start, stop, step)]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SplitPlan:
+    name: str
+    sources: Mapping[str, ArraySource]
+    num_examples: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DatasetPlan:
+    """What to build: opened, cross-checked sources for every split."""
+
+    splits: Mapping[str, SplitPlan]
+    specs: Mapping[str, FeatureSpec]
+    supervised_keys: tuple[str, ...] | None
+
+
+def make_plan(
+    splits: Mapping[str, Mapping[str, Any]],
+    *,
+    supervised_keys: Sequence[str] | None = None,
+    root: Any = None,
+    max_examples_per_split: int | None = None,
+    random_access: bool = False,
+    spool_dir: Any = None,
+    fetch: Any = None,
+) -> DatasetPlan:
+    """Opens and cross-checks every source of every split.
+
+    Args:
+      splits: split name -> feature name -> source (see `open_source`).
+      supervised_keys: optional (input, target) feature names.
+      root: directory that relative paths are taken from.
+      max_examples_per_split: keep only the first N rows of each split.
+      random_access: every source must read rows in any order (`take`), as a
+        permuted write order needs.
+      spool_dir: where generator splits are spooled (required if any).
+      fetch: downloads http(s) sources (see `open_source`).
+
+    Returns:
+      A `DatasetPlan`.
+
+    Raises:
+      PlanError: or a `SourceError`/`SpecError`, naming the argument at fault.
+    """
+    if not isinstance(splits, Mapping) or not splits:
+        raise PlanError(
+            f"splits={splits!r} must be a non-empty mapping of split name to "
+            "{feature: source}, e.g. {'train': {'x': 'x.npy', 'y': 'y.npy'}}."
+        )
+    plans: dict[str, SplitPlan] = {}
+    specs: dict[str, FeatureSpec] | None = None
+    first_split = None
+    for split, features in splits.items():
+        if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split) or split == "all":
+            raise PlanError(
+                f"split name {split!r} is not valid: use letters, digits and '_' "
+                "(for example 'train' or 'validation'; 'all' is reserved)."
+            )
+        if isinstance(features, GeneratorSplit):
+            if spool_dir is None:
+                raise PlanError(f"split {split!r}: generator splits need a spool directory.")
+            features = spool(split, features, spool_dir)
+        if not isinstance(features, Mapping) or not features:
+            raise PlanError(
+                f"split {split!r}: expected a non-empty mapping of feature name to "
+                f"source, got {features!r}."
+            )
+        sources = {}
+        for feature, value in features.items():
+            check_feature_name(feature, what=f"split {split!r} feature name")
+            sources[feature] = open_source(value, feature=feature, root=root, fetch=fetch)
+        if random_access:
+            for feature, source in sources.items():
+                if not getattr(source, "random_access", False):
+                    raise PlanError(
+                        f"split {split!r} feature {feature!r} ({source.description}) cannot "
+                        "be read in a permuted order (compressed .npz members and "
+                        "streams read forward only). Use a .npy file or an uncompressed "
+                        ".npz, or build without a permuted write order."
+                    )
+        lengths = {f: len(s) for f, s in sources.items()}
+        if len(set(lengths.values())) != 1:
+            detail = ", ".join(f"{f}={n} ({sources[f].description})" for f, n in lengths.items())
+            raise PlanError(
+                f"split {split!r}: features have different numbers of examples: "
+                f"{detail}. Every feature of a split needs one row per example."
+            )
+        num_examples = next(iter(lengths.values()))
+        if max_examples_per_split is not None:
+            num_examples = min(num_examples, max_examples_per_split)
+        if num_examples == 0:
+            raise PlanError(
+                f"split {split!r} has no examples ({', '.join(s.description for s in sources.values())}). "
+                "Leave the split out or give it at least one row."
+            )
+        split_specs = {f: s.spec for f, s in sources.items()}
+        if specs is None:
+            specs, first_split = split_specs, split
+        elif split_specs != specs:
+            raise PlanError(
+                f"split {split!r} has features "
+                f"{ {f: str(s) for f, s in split_specs.items()} } but split "
+                f"{first_split!r} has { {f: str(s) for f, s in specs.items()} }. "
+                "All splits need the same feature names, dtypes and row shapes."
+            )
+        plans[split] = SplitPlan(name=split, sources=sources, num_examples=num_examples)
+    assert specs is not None
+    record_bytes = RecordCodec(specs).record_bytes
+    if record_bytes > MAX_RECORD_BYTES:
+        sizes = ", ".join(f"{f}: {s} = {s.row_bytes} bytes" for f, s in specs.items())
+        raise PlanError(
+            f"One example would be a record of {record_bytes} bytes ({sizes}), above "
+            f"the {MAX_RECORD_BYTES}-byte limit of a tf.train.Example. Split each row "
+            "into several examples (reshape so the first axis has more rows)."
+        )
+    keys = None
+    if supervised_keys is not None:
+        if isinstance(supervised_keys, (str, bytes)):
+            raise PlanError(
+                f"supervised_keys={supervised_keys!r} is a string; give two feature "
+                "names (input, target), e.g. ('x', 'y')."
+            )
+        keys = tuple(supervised_keys)
+        unknown = [k for k in keys if k not in specs]
+        if len(keys) != 2 or unknown:
+            raise PlanError(
+                f"supervised_keys={supervised_keys!r} must name two features of "
+                f"the dataset (input, target); it has {sorted(specs)}."
+            )
+    return DatasetPlan(splits=plans, specs=specs, supervised_keys=keys)

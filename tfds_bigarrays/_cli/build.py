@@ -1,0 +1,171 @@
+"""`tfds-bigarrays build`: arrays to a TFDS dataset."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from tfds_bigarrays._cli.common import UsageError, parse_size
+
+
+def parse_split(text: str) -> tuple[str, dict[str, str]]:
+    """'train:x=X.npy,y=Y.npy' -> ('train', {'x': 'X.npy', 'y': 'Y.npy'})."""
+    example = "--split train:x=x_train.npy,y=y_train.npy"
+    if ":" not in text:
+        raise UsageError(f"--split {text!r} has no split name; write it as {example}.")
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise UsageError(f"--split {text!r} has an empty split name; write it as {example}.")
+    features: dict[str, str] = {}
+    for item in rest.split(","):
+        feature, eq, path = item.partition("=")
+        if not eq or not feature.strip() or not path.strip():
+            raise UsageError(
+                f"--split {text!r}: {item!r} is not FEATURE=PATH; write it as {example}."
+            )
+        if feature.strip() in features:
+            raise UsageError(f"--split {text!r} names feature {feature.strip()!r} twice.")
+        features[feature.strip()] = path.strip()
+    return name.strip(), features
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "build",
+        help="Convert arrays into a TFDS dataset.",
+        description=(
+            "Convert .npy / .npz arrays into a TFDS dataset of TFRecord shards. "
+            "Load it afterwards with `import tfds_bigarrays; tfds.load(NAME, "
+            "data_dir=DIR)`."
+        ),
+    )
+    p.add_argument("name", help="dataset name (lower snake case), e.g. my_arrays")
+    p.add_argument(
+        "--data-dir", help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)"
+    )
+    p.add_argument(
+        "--split",
+        action="append",
+        required=True,
+        metavar="SPLIT:FEATURE=PATH,...",
+        help="a split and its arrays, e.g. train:x=x.npy,y=y.npy; PATH may be "
+        "FILE.npz:MEMBER. Repeat for each split.",
+    )
+    p.add_argument(
+        "--supervised",
+        metavar="INPUT,TARGET",
+        help="features returned by as_supervised=True, e.g. x,y",
+    )
+    p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
+    p.add_argument(
+        "--shard-size",
+        default="128MiB",
+        help="max shard file size (default 128MiB; smaller shards mix better when shuffling)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        default="128MiB",
+        help="default bound on the reader's buffers together: groups being read "
+        "and prefetched (and, with sequential access, the shuffle buffer) (default 128MiB)",
+    )
+    p.add_argument(
+        "--permute",
+        type=int,
+        metavar="SEED",
+        help="write rows in a keyed pseudo-random order (better shuffling on read, "
+        "see README); default: array order",
+    )
+    p.add_argument(
+        "--beam",
+        action="store_true",
+        help="build through Apache Beam (default: only above 16 GiB, if installed)",
+    )
+    p.add_argument(
+        "--beam-options",
+        metavar="K=V,...",
+        help="Beam pipeline options, e.g. runner=DirectRunner,direct_num_workers=2 or "
+        "runner=FlinkRunner,... (implies --beam)",
+    )
+    p.add_argument(
+        "--checksums-dir",
+        default="checksums",
+        help="where sizes and sha256 of http(s) sources are kept, as NAME.tsv "
+        "(default: ./checksums)",
+    )
+    p.add_argument(
+        "--register-checksums",
+        action="store_true",
+        help="record the checksums of downloaded URLs (otherwise they are verified)",
+    )
+    p.add_argument("--description", help="free text recorded in dataset_info.json")
+    p.add_argument(
+        "--overwrite", action="store_true", help="rebuild if this version already exists"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import tfds_bigarrays as tb
+
+    splits: dict[str, dict[str, str]] = {}
+    for text in args.split:
+        name, features = parse_split(text)
+        if name in splits:
+            raise UsageError(f"--split {name!r} is given twice; give each split once.")
+        splits[name] = features
+    keys = None
+    if args.supervised:
+        keys = tuple(k.strip() for k in args.supervised.split(","))
+        if len(keys) != 2 or not all(keys):
+            raise UsageError(f"--supervised {args.supervised!r} must be INPUT,TARGET, e.g. x,y.")
+    _hide_gpus()
+    start = time.perf_counter()
+    builder = tb.build(
+        args.name,
+        splits=splits,
+        data_dir=args.data_dir,
+        supervised_keys=keys,
+        version=args.version,
+        shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
+        memory_budget=parse_size(args.memory_budget, flag="--memory-budget"),
+        permute_seed=args.permute,
+        beam=True if (args.beam or args.beam_options) else None,
+        beam_options=args.beam_options,
+        description=args.description,
+        overwrite=args.overwrite,
+        checksums_dir=args.checksums_dir,
+        register_checksums=args.register_checksums,
+    )
+    seconds = time.perf_counter() - start
+    total = sum(s.num_bytes for s in builder.info.splits.values())
+    print(f"Built {builder.name} {builder.version} at {builder.data_path}")
+    for split in builder.info.splits.values():
+        print(
+            f"  {split.name}: {split.num_examples} examples in {split.num_shards} "
+            f"shard(s), {split.num_bytes / 1e6:.1f} MB"
+        )
+    print(
+        f"  {total / 1e6:.1f} MB in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
+    )
+    return 0
+
+
+def _hide_gpus() -> None:
+    """The CLI process only converts data: keep TensorFlow off the GPUs.
+
+    The build itself does not import TensorFlow, so hiding the GPUs through
+    CUDA_VISIBLE_DEVICES (inherited by Beam's worker processes too) is enough
+    and costs nothing; if TensorFlow is already loaded, ask it directly.
+    (Not done by the Python API, where the caller may train afterwards.)
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # devices already initialized: nothing to hide any more
+        pass

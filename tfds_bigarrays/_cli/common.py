@@ -1,0 +1,83 @@
+"""What every subcommand shares: the usage error, sizes, dataset lookup."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from etils import epath
+
+from tfds_bigarrays._errors import TfdsBigarraysError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+class UsageError(TfdsBigarraysError, ValueError):
+    """A command-line argument is malformed."""
+
+
+def parse_size(text: str, *, flag: str) -> int:
+    """'256MiB', '1G', '4096' -> bytes (binary units)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"{flag}={text!r} is not a size; write e.g. 256MiB, 1G or 65536.")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "")[:1].upper()])
+
+
+def registry(args: argparse.Namespace):
+    """The registry named by --registry, else by the environment."""
+    from tfds_bigarrays._registry import lookup
+
+    if getattr(args, "registry", None):
+        return lookup.Registry.from_files([f.strip() for f in args.registry.split(",")])
+    return lookup.Registry.from_env()
+
+
+def add_dataset_args(p: argparse.ArgumentParser, *, registry: bool = True) -> None:
+    """--data-dir, --version (and --registry): how a subcommand finds a dataset."""
+    p.add_argument("--data-dir", help="TFDS data directory holding the dataset")
+    p.add_argument("--version", help="dataset version (default: the latest)")
+    if registry:
+        p.add_argument(
+            "--registry",
+            help="registry TOML file(s), comma-separated (default: $TFDS_BIGARRAYS_REGISTRY)",
+        )
+
+
+def _latest(root: epath.Path, name: str) -> epath.Path:
+    versions = (
+        sorted(
+            (v for v in (root / name).iterdir() if _VERSION.fullmatch(v.name)),
+            key=lambda v: tuple(int(p) for p in v.name.split(".")),
+        )
+        if (root / name).exists()
+        else []
+    )
+    if not versions:
+        raise UsageError(f"No built dataset {name!r} under {root}.")
+    return versions[-1]
+
+
+def resolve(args: argparse.Namespace) -> epath.Path:
+    """NAME (with --data-dir) or NAMESPACE:NAME[:VERSION] -> dataset directory."""
+    from tfds_bigarrays._registry.lookup import check_name
+
+    if args.version and not _VERSION.fullmatch(args.version):
+        raise UsageError(f"--version {args.version!r} must look like 1.0.0 (major.minor.patch).")
+    parts = args.dataset.split(":")
+    if len(parts) >= 2:
+        version = parts[2] if len(parts) > 2 else args.version
+        return registry(args).dataset_dir(parts[0], parts[1], version)
+    check_name(args.dataset, what="dataset name")
+    if not args.data_dir:
+        raise UsageError(f"{args.dataset!r}: give --data-dir DIR, or write NAMESPACE:NAME.")
+    root = epath.Path(args.data_dir).expanduser()
+    if args.version:
+        path = root / args.dataset / args.version
+        if not (path / "dataset_info.json").exists():
+            raise UsageError(f"No version {args.version} of {args.dataset!r} under {root}.")
+        return path
+    return _latest(root, args.dataset)

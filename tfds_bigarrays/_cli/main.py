@@ -1,0 +1,52 @@
+"""`tfds-bigarrays`: the command line, one module per subcommand.
+
+Logging and TensorFlow's chatter are configured in `main()`, never at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from tfds_bigarrays._cli import (
+    build,
+    build_op,
+    data_service,
+    gpu,
+    inspect,
+    ls,
+    new,
+    publish,
+    verify,
+)
+from tfds_bigarrays._errors import TfdsBigarraysError
+
+SUBCOMMANDS = (build, publish, verify, inspect, ls, new, data_service, gpu, build_op)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfds-bigarrays",
+        description="NumPy arrays bigger than RAM as TensorFlow Datasets.",
+    )
+    # Not dest="command": `gpu run` has a positional of that name (the command to run).
+    sub = parser.add_subparsers(dest="subcommand", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (TfdsBigarraysError, FileExistsError) as e:
+        print(f"tfds-bigarrays {args.subcommand}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

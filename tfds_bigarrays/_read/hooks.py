@@ -1,0 +1,90 @@
+"""Routes `tfds.load` of our datasets to our read path (`pipeline`).
+
+A dataset built by tfds_bigarrays is loaded in another process through TFDS's
+`ReadOnlyBuilder` (the builder class is not registered there). Importing
+tfds_bigarrays wraps that class's `_build_single_dataset` once: datasets with
+our layout file get our pipeline; every other dataset is untouched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+
+from tensorflow_datasets.core import read_only_builder
+from tensorflow_datasets.core.features import feature as feature_lib
+
+from tfds_bigarrays._read.plan import ReadError
+
+_MARK = "__tfds_bigarrays_wrapped__"
+# True while TFDS reads the metadata of a dataset folder of ours.
+_OPENING_OURS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tfds_bigarrays_opening_ours", default=False
+)
+
+
+def install() -> None:
+    cls = read_only_builder.ReadOnlyBuilder
+    original = cls._build_single_dataset
+    if getattr(original, _MARK, False):
+        return
+    _install_feature_guard()
+
+    @functools.wraps(original)
+    def _build_single_dataset(
+        self, split, batch_size, shuffle_files, decoders, read_config, as_supervised
+    ):
+        from tfds_bigarrays._read import pipeline as _reader  # TensorFlow: imported on first read
+
+        return _reader.build_single_dataset(
+            self,
+            functools.partial(original, self),
+            split=split,
+            batch_size=batch_size,
+            shuffle_files=shuffle_files,
+            decoders=decoders,
+            read_config=read_config,
+            as_supervised=as_supervised,
+        )
+
+    setattr(_build_single_dataset, _MARK, True)
+    cls._build_single_dataset = _build_single_dataset
+
+
+def _install_feature_guard() -> None:
+    """Nothing named in a dataset folder of ours is imported.
+
+    TFDS imports whatever module features.json names for a feature class it
+    does not know, and `python -c` or a notebook started in the dataset folder
+    has that folder on sys.path: an altered features.json would run a file
+    planted beside it. Our datasets hold only TFDS's own Tensor features, so
+    while TFDS opens one of our folders, an unknown class is an error instead.
+    """
+    from tfds_bigarrays._format.layout import LAYOUT_FILENAME
+
+    builder_cls = read_only_builder.ReadOnlyBuilder
+    original_init = builder_cls.__init__
+    original_cls_from_name = feature_lib.FeatureConnector.cls_from_name.__func__  # type: ignore[attr-defined]
+
+    @functools.wraps(original_init)
+    def __init__(self, builder_dir, *args, **kwargs):
+        ours = os.path.exists(os.path.join(os.path.expanduser(builder_dir), LAYOUT_FILENAME))
+        token = _OPENING_OURS.set(ours)
+        try:
+            original_init(self, builder_dir, *args, **kwargs)
+        finally:
+            _OPENING_OURS.reset(token)
+
+    def cls_from_name(cls, python_class_name: str):
+        if _OPENING_OURS.get() and python_class_name not in cls._registered_features:
+            raise ReadError(
+                f"features.json names the feature class {python_class_name!r}, which is "
+                "not one of TFDS's. tfds_bigarrays datasets hold only Tensor features, so "
+                "the file was altered; its module is not imported. Rebuild the dataset "
+                "or restore features.json."
+            )
+        return original_cls_from_name(cls, python_class_name)
+
+    builder_cls.__init__ = __init__  # type: ignore[method-assign]
+    feature_lib.FeatureConnector.cls_from_name = classmethod(cls_from_name)  # type: ignore[method-assign, assignment]

@@ -1,0 +1,164 @@
+"""Read options that `tfds.ReadConfig` has no field for, resolved in one place.
+
+No TensorFlow here. `resolve` is the only place an option's value is decided,
+in this order: an explicit `ReadOptions` argument, else the innermost
+`read_options(...)` block; then, for each field left None, the environment
+variable (see `_env`); then what the dataset recorded at build time; then
+the default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+from tfds_bigarrays import _env
+from tfds_bigarrays._read.plan import MAX_MEMORY_BUDGET, MIN_MEMORY_BUDGET, ReadError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReadOptions:
+    """Read settings that `tfds.ReadConfig` has no field for.
+
+    Attributes:
+      memory_budget: bytes that the pipeline's buffers may hold together
+        (groups being read, prefetched batches; with sequential access also
+        the shuffle buffer, interleave and tf.data autotuning).
+        None: the value recorded at build time (`--memory-budget`), else the
+        environment variable TFDS_BIGARRAYS_MEMORY_BUDGET, else 128 MiB.
+      verify_checksums: check every record's CRC32C while reading (as
+        `TFRecordDataset` does). Costs CPU on small rows. None: on unless the
+        environment variable TFDS_BIGARRAYS_VERIFY_CHECKSUMS is "0". Not
+        available with `data_service` (the check runs NumPy, which a tf.data
+        service worker cannot run); there every record's frame header and
+        layout are still checked, and `tfds-bigarrays verify` checks CRCs.
+      data_service: address of a tf.data service dispatcher, e.g.
+        "grpc://host:5050": reading and decoding run on its workers, which
+        must see the dataset's files at the same paths; the trainer only
+        rebatches and prefetches. None: the environment variable
+        TFDS_BIGARRAYS_DATA_SERVICE, else read in this process; "": read in
+        this process whatever the environment says (e.g. for evaluation).
+        Through the service, shuffled orders are never reproducible (a shard
+        goes to whichever worker asks first): `shuffle_seed` and the global
+        seed do not apply, and every epoch is shuffled afresh.
+      data_service_mode: "distributed_epoch" (each shard goes to one worker:
+        every example exactly once per epoch while no worker fails) or
+        "parallel_epochs" (each worker reads the whole split, in its own
+        order: each example once per worker).
+      data_service_job: a job name to share: trainers that use the same name
+        share one stream of data (in distributed_epoch mode, split one epoch
+        between them). None: a job of this dataset's own.
+      access: how shards are read. "random": blocks of rows at computed
+        offsets, in a permuted order when shuffling (a full per-epoch
+        permutation of blocks, no shuffle buffer); needs shards on a local
+        or mounted file system. "sequential": tf.data's file readers stream
+        whole shards, interleaved and shuffled in a byte-bounded buffer;
+        works on any file system TensorFlow reads (gs://, s3://...) and
+        through the tf.data service. "mapped": "random", but the shards
+        are memory-mapped and kept mapped across epochs, so rows are copied
+        out of the page cache without a read call (in the last benchmark run:
+        14% less CPU per example on 16 KiB rows, 16% on 128-byte rows; see
+        README, "Measured"). The price: the pages read stay
+        in the process's resident memory (shared, clean, reclaimable), so
+        its RSS grows to the size of the split. For splits that fit in RAM
+        comfortably; a shard truncated while mapped kills the process
+        (SIGBUS). "auto" (default): "random" where it can, else "sequential".
+    """
+
+    memory_budget: int | None = None
+    verify_checksums: bool | None = None
+    data_service: str | None = None
+    data_service_mode: str = "distributed_epoch"
+    data_service_job: str | None = None
+    access: str = "auto"
+
+    def __post_init__(self) -> None:
+        budget = self.memory_budget
+        if budget is not None and (
+            isinstance(budget, bool)
+            or not isinstance(budget, int)
+            or not MIN_MEMORY_BUDGET <= budget <= MAX_MEMORY_BUDGET
+        ):
+            raise ReadError(
+                f"memory_budget={budget!r} must be None or an int of at least "
+                f"{MIN_MEMORY_BUDGET} bytes (4 MiB) and at most {MAX_MEMORY_BUDGET} (1 TiB); "
+                "for example 256 * 2**20."
+            )
+        if self.verify_checksums is not None and not isinstance(self.verify_checksums, bool):
+            raise ReadError(
+                f"verify_checksums={self.verify_checksums!r} must be True, False or None."
+            )
+        if self.access not in _ACCESS:
+            raise ReadError(
+                f"access={self.access!r} is not a way of reading shards; use one of "
+                f"{', '.join(map(repr, _ACCESS))}."
+            )
+        if self.data_service_mode not in _SERVICE_MODES:
+            raise ReadError(
+                f"data_service_mode={self.data_service_mode!r} is not a mode of the "
+                f"tf.data service; use one of {', '.join(map(repr, _SERVICE_MODES))}."
+            )
+        if self.data_service and "://" not in self.data_service:
+            raise ReadError(
+                f"data_service={self.data_service!r} is not a dispatcher address; "
+                "write it with its protocol, e.g. 'grpc://localhost:5050'."
+            )
+
+
+_SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+_ACCESS = ("auto", "random", "mapped", "sequential")
+
+
+_OPTIONS: contextvars.ContextVar[ReadOptions | None] = contextvars.ContextVar(
+    "tfds_bigarrays_read_options", default=None
+)
+
+
+@contextlib.contextmanager
+def read_options(**kwargs: Any) -> Iterator[ReadOptions]:
+    """Applies `ReadOptions(**kwargs)` to `tfds.load` calls in this block.
+
+    Example::
+
+        with tfds_bigarrays.read_options(memory_budget=512 * 2**20):
+            ds = tfds.load("my_arrays", split="train", shuffle_files=True)
+    """
+    options = ReadOptions(**kwargs)
+    token = _OPTIONS.set(options)
+    try:
+        yield options
+    finally:
+        _OPTIONS.reset(token)
+
+
+def resolve(options: ReadOptions | None = None, *, recorded_budget: int) -> ReadOptions:
+    """The options in effect, every field decided (see the module docstring).
+
+    Args:
+      options: an explicit argument; None takes the innermost `read_options`.
+      recorded_budget: the memory budget the dataset was built with.
+
+    Returns:
+      `ReadOptions` with `memory_budget`, `verify_checksums` set, and
+      `data_service` None unless a dispatcher is in effect.
+    """
+    options = options or _OPTIONS.get() or ReadOptions()
+    budget = options.memory_budget
+    if budget is None:
+        budget = _env.get(_env.MEMORY_BUDGET)
+    if budget is None:
+        budget = recorded_budget
+    service = options.data_service
+    if service is None:
+        service = _env.get(_env.DATA_SERVICE)
+    verify = options.verify_checksums
+    if verify is None:
+        verify = _env.get(_env.VERIFY_CHECKSUMS)
+    if verify is None:
+        verify = True
+    return dataclasses.replace(
+        options, memory_budget=budget, verify_checksums=verify, data_service=service or None
+    )

@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_GB ?= 1.0
 DEMO_DIR ?= demo_data
 PYTEST_ARGS ?=
+TF_PIN := $(shell grep -o 'tensorflow==[0-9.]*' setup.cfg)
 
 .PHONY: install demo test lint format clean bench
 
@@ -17,7 +18,10 @@ $(STAMP): setup.cfg setup.py pyproject.toml tfds_bigarrays/_read/core.cc tfds_bi
 		tfds_bigarrays/_read/op.cc tfds_bigarrays/_read/build.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -e '.[beam,hdf5,test,dev]'
+	# The op is compiled against TensorFlow at install: install it first (the
+	# pin of setup.cfg) and build in this venv rather than in an isolated copy.
+	$(BIN)/python -m pip install '$(TF_PIN)'
+	$(BIN)/python -m pip install --no-build-isolation -e '.[beam,hdf5,test,dev]'
 	touch $(STAMP)
 
 demo: install

@@ -14,8 +14,8 @@
 
    Errors: functions that can fail return 0 on success, else -1 with a
    one-line message in `err` (always NUL-terminated). */
-#ifndef TFDS_BIGARRAYS_READ_CORE_H_
-#define TFDS_BIGARRAYS_READ_CORE_H_
+#ifndef TBR_CORE_H_
+#define TBR_CORE_H_
 
 #include <stddef.h>
 #include <stdint.h>
@@ -123,4 +123,4 @@ TBR_API int64_t tbr_mapped_bytes(void);
 }
 #endif
 
-#endif /* TFDS_BIGARRAYS_READ_CORE_H_ */
+#endif /* TBR_CORE_H_ */

@@ -38,7 +38,7 @@ constexpr size_t kErrBytes = 4096;
 // Not stateful: the outputs are a function of the inputs and of shards that
 // do not change (a changed one fails the read), which is what lets tf.data
 // checkpoint an iterator over these ops.
-#define TFDS_BIGARRAYS_LAYOUT_ATTRS                \
+#define TBR_LAYOUT_ATTRS                \
   Attr("field_lengths: list(int)")                 \
       .Attr("field_outputs: list(int)")            \
       .Attr("constants: string")                   \
@@ -58,7 +58,7 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     .Input("group: int64")
     .Input("epoch_seed: int64")
     .Output("values: out_types")
-    .TFDS_BIGARRAYS_LAYOUT_ATTRS
+    .TBR_LAYOUT_ATTRS
     .Attr("filenames: list(string)")
     .Attr("skips: list(int)")
     .Attr("takes: list(int)")
@@ -79,7 +79,7 @@ REGISTER_OP("TfdsBigarraysDecodeFrames")
     .Input("filenames: string")
     .Input("dest: int64")
     .Output("values: out_types")
-    .TFDS_BIGARRAYS_LAYOUT_ATTRS
+    .TBR_LAYOUT_ATTRS
     .SetShapeFn(::tensorflow::shape_inference::UnknownShape)
     .Doc("Checks and decodes blocks of whole tfds_bigarrays frames; see core.h.");
 

@@ -77,12 +77,14 @@ def main() -> None:
             runs.setdefault(("in-memory", ""), []).append(run(this, "in-memory", kind, work))
             for contender in args.contenders.split(","):
                 for name, checkout in (("baseline", base), ("this", this)):
-                    runs.setdefault((contender, name), []).append(run(checkout, contender, kind, work))
+                    runs.setdefault((contender, name), []).append(
+                        run(checkout, contender, kind, work)
+                    )
                     r = runs[(contender, name)][-1]
                     print(f"{kind} {contender} {name}: {r['examples_per_s']:,.0f} ex/s", flush=True)
         memory = statistics.median(r["examples_per_s"] for r in runs[("in-memory", "")])
 
-        def med(key, field="examples_per_s"):
+        def med(key, field="examples_per_s", runs=runs):
             return statistics.median(r[field] for r in runs[key])
 
         for contender in args.contenders.split(","):

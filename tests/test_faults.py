@@ -343,7 +343,9 @@ def test_only_folders_of_dead_builds_on_this_host_are_removed(tmp_path):
 
     from etils import epath
 
-    from tfds_bigarrays._build.builder import _OWNER_FILE, _owned, _remove_abandoned
+    from tfds_bigarrays._build.scratch import OWNER_FILE as _OWNER_FILE
+    from tfds_bigarrays._build.scratch import owned as _owned
+    from tfds_bigarrays._build.scratch import remove_abandoned as _remove_abandoned
 
     name_dir = epath.Path(tmp_path)
     live, dead, foreign, unmarked = (name_dir / f"incomplete.{n}" for n in "ABCD")

@@ -61,7 +61,7 @@ def test_in_memory_arrays_reach_beam_workers_as_files(tmp_path):
 
     from etils import epath
 
-    from tfds_bigarrays._build.beam import ShardTask
+    from tfds_bigarrays._build.writer import ShardTask
     from tfds_bigarrays._build.builder import _file_backed
     from tfds_bigarrays._build.plan import RowRange
     from tfds_bigarrays._build.sources import InMemorySource, NpyFileSource

@@ -141,6 +141,7 @@ def test_op_refuses_attributes_that_do_not_describe_a_split(mixed):  # noqa: F81
         ({"out_types": [tf.float64] + types[1:]}, "does not match its field"),
         ({"field_outputs": [0] + list(attrs["field_outputs"][1:])}, "malformed layout"),
         ({"kinds": list(attrs["kinds"])[:-1]}, "malformed layout attributes"),
+        ({"constants": attrs["constants"][:-1]}, "constant bytes for fields of"),
     ]
     lib = op.library()
     for change, why in bad:

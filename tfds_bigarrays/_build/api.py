@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
+import pathlib
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,24 +11,39 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tfds_bigarrays._build.builder import ArrayDatasetBuilder, DatasetExistsError, scratch_dir
+from tfds_bigarrays._build.builder import ArrayDatasetBuilder, DatasetExistsError
 from tfds_bigarrays._build.plan import (
     DEFAULT_SHARD_BYTES,
     MIN_SHARD_BYTES,
+    VERSION,
     PlanError,
     check_bytes,
     check_dataset_name,
     check_seed,
     make_plan,
 )
+from tfds_bigarrays._build.scratch import scratch_dir
 from tfds_bigarrays._build.sources import SourceError
 from tfds_bigarrays._read.plan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 
 
+def _check_not_in_catalog(name: str) -> None:
+    # tfds.load(name) goes to a catalog dataset before looking at files: it would
+    # try to download TFDS's dataset instead of loading these arrays.
+    if name in tfds.list_builders(with_community_datasets=False):
+        raise PlanError(
+            f"name={name!r} is a dataset of TFDS's catalog: tfds.load({name!r}) would load "
+            f"(and try to download) TFDS's {name}, not these arrays. Choose another name, "
+            f"for example {name + '_arrays'!r}."
+        )
+
+
 def _check_version(version: Any) -> str:
     text = str(version)
-    if not re.fullmatch(r"\d+\.\d+\.\d+", text):
-        raise PlanError(f"version={version!r} must look like '1.0.0' (major.minor.patch).")
+    if not VERSION.fullmatch(text):
+        raise PlanError(
+            f"version={version!r} must look like '1.0.0' (major.minor.patch, no leading zeros)."
+        )
     return text
 
 
@@ -76,6 +91,7 @@ def builder_class(
     later `tfds.load(name)` finds the data through its files.
     """
     check_dataset_name(name)
+    _check_not_in_catalog(name)
     version = _check_version(version)
     if description is not None and not isinstance(description, str):
         raise PlanError(f"description={description!r} must be a string or None.")
@@ -175,6 +191,7 @@ def build(
     )
     data_dir = os.fspath(data_dir) if data_dir is not None else None
     target = cls(data_dir=data_dir)
+    _check_writable(epath.Path(target.data_dir_root))
     _check_not_built(target, overwrite=overwrite)
     with scratch_dir(epath.Path(target.data_dir_root) / name) as scratch:
         spool_dir = os.fspath(scratch)
@@ -220,6 +237,20 @@ def _url_fetcher(name: str, *, download_dir: str, checksums_dir, register: bool)
             ) from e
 
     return fetch
+
+
+def _check_writable(root: epath.Path) -> None:
+    """Refuses a data directory this process cannot write, before anything is written."""
+    if "://" in os.fspath(root):
+        return  # object stores: their own permissions, checked by the first write
+    existing = pathlib.Path(os.fspath(root))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PlanError(
+            f"data_dir={os.fspath(root)!r} cannot be written: {existing} is not writable by "
+            "this user. Choose a directory you can write (--data-dir), or fix its permissions."
+        )
 
 
 def _check_not_built(builder: tfds.core.DatasetBuilder, *, overwrite: bool) -> None:

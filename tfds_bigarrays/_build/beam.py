@@ -1,87 +1,24 @@
-"""Beam build: each element is one shard's row range, written in the worker.
+"""Beam build: each element is one shard's `ShardTask`, run in the worker.
 
 TFDS's own Beam writer sends every serialized example through a GroupByKey
 to assign shards, and Beam's DirectRunner holds such data in memory. Here the
 only thing that travels through the pipeline is a small `ShardTask` (which
 rows, from which sources, to which file); the worker reads its rows from the
-source, encodes them with the same `write_shard` as the local build and writes
+source, encodes them with the same `run_task` as the local build and writes
 the file. So the output is byte-identical to a local build, memory stays
 bounded, and the runner only schedules tasks.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import socket
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from etils import epath
-
-from tfds_bigarrays._build.plan import DEFAULT_BLOCK_BYTES, RowRange
-from tfds_bigarrays._build.sources import ArraySource
-from tfds_bigarrays._build.writer import ShardResult, write_shard
+from tfds_bigarrays._build.writer import ShardTask, run_task
 from tfds_bigarrays._errors import MissingDependencyError
-from tfds_bigarrays._format.permutation import Permutation
-from tfds_bigarrays._format.records import RecordCodec
-from tfds_bigarrays._format.spec import FeatureSpec
 
 INSTALL_HINT = "Apache Beam is not installed: pip install 'tfds-bigarrays[beam]'."
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ShardTask:
-    """Everything a worker needs to write one shard (small and picklable)."""
-
-    sources: Mapping[str, ArraySource]
-    specs: Mapping[str, FeatureSpec]
-    rows: RowRange
-    path: str
-    permutation: Permutation | None = None
-    block_bytes: int = DEFAULT_BLOCK_BYTES
-
-
-RECEIPT_SUFFIX = ".written.json"
-
-
-def receipt_path(shard_path: str) -> epath.Path:
-    """Where the worker that wrote `shard_path` leaves its receipt."""
-    return epath.Path(shard_path + RECEIPT_SUFFIX)
-
-
-def run_task(task: ShardTask, *, on_block: Callable[[int, int], None] | None = None) -> ShardResult:
-    """Writes one shard and its receipt; what both build paths call per shard.
-
-    The receipt (which worker wrote the shard, how many bytes, how long it
-    took) travels back to the driver through the file system, because Beam
-    runners have no common way to return results; the driver checks every
-    shard against it and folds the receipts into the layout's provenance.
-    """
-    start = time.perf_counter()
-    result = write_shard(
-        sources=task.sources,
-        rows=task.rows,
-        path=task.path,
-        codec=RecordCodec(task.specs),
-        permutation=task.permutation,
-        block_bytes=task.block_bytes,
-        on_block=on_block,
-    )
-    receipt = {
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
-        "num_examples": result.num_examples,
-        "num_bytes": result.num_bytes,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    final = receipt_path(task.path)
-    tmp = final.parent / f"{final.name}.incomplete-{uuid.uuid4().hex}"
-    tmp.write_text(json.dumps(receipt))
-    tmp.rename(final)
-    return result
 
 
 def pipeline_options(flags: Sequence[str] | str | Any | None) -> Any:

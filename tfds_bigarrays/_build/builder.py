@@ -6,14 +6,13 @@ import contextlib
 import dataclasses
 import datetime
 import errno
-import fcntl
 import json
 import os
 import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,8 +20,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from etils import epath
 
-from tfds_bigarrays._build.beam import ShardTask, receipt_path, run_task, write_with_beam
-from tfds_bigarrays._build.features import to_tfds_features
+from tfds_bigarrays._build.beam import write_with_beam
 from tfds_bigarrays._build.plan import (
     DEFAULT_SHARD_BYTES,
     MIN_SHARD_BYTES,
@@ -34,11 +32,20 @@ from tfds_bigarrays._build.plan import (
     make_plan,
     shard_ranges,
 )
+from tfds_bigarrays._build.scratch import (
+    exchange,
+    locked,
+    owned,
+    remove_abandoned,
+    remove_empty_tree,
+)
 from tfds_bigarrays._build.sources import InMemorySource, NpyFileSource
+from tfds_bigarrays._build.writer import ShardTask, receipt_path, run_task
 from tfds_bigarrays._errors import TfdsBigarraysError
 from tfds_bigarrays._format.layout import Layout, write_layout
 from tfds_bigarrays._format.permutation import Permutation
 from tfds_bigarrays._format.records import RecordCodec
+from tfds_bigarrays._read.features import to_tfds_features
 from tfds_bigarrays._read.plan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
 
@@ -212,7 +219,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         check_seed(self.PERMUTE_SEED, what="PERMUTE_SEED")
         # TFDS's `incomplete.*` folder: marked as ours while this process
         # lives, so that a later build can remove it if it dies.
-        with _owned(self.data_path):
+        with owned(self.data_path):
             self._write_dataset(dl_manager, download_config)
 
     def _write_dataset(self, dl_manager, download_config) -> None:
@@ -323,13 +330,18 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         looking it up leaves a temporary folder behind.
         """
         config = kwargs.get("download_config") or tfds.download.DownloadConfig()
-        kwargs["download_config"] = dataclasses.replace(config, try_download_gcs=False)
+        kwargs["download_config"] = config = dataclasses.replace(config, try_download_gcs=False)
+        if (
+            config.download_mode.overwrite_dataset
+            and (self.data_path / "dataset_info.json").exists()
+        ):
+            return self._rebuild_beside(*args, **kwargs)
         root = epath.Path(self.data_dir_root)
         downloads = epath.Path(kwargs.get("download_dir") or root / "downloads")
         # Innermost first, so that emptied parents can go too.
         created = [d for d in (root / self.name, downloads, root) if not d.exists()]
         if (root / self.name).exists():
-            _remove_abandoned(root / self.name)
+            remove_abandoned(root / self.name)
         try:
             super().download_and_prepare(*args, **kwargs)
         except BaseException as e:
@@ -337,7 +349,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             # be starting in the same folders.
             with contextlib.suppress(OSError):
                 if downloads in created and downloads.exists():
-                    _remove_empty_tree(downloads)
+                    remove_empty_tree(downloads)
             for folder in created:
                 with contextlib.suppress(OSError, ValueError):  # not empty: not ours alone
                     folder.rmdir()
@@ -355,6 +367,46 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 ) from e
             raise
 
+    def _rebuild_beside(self, *args: Any, **kwargs: Any) -> None:
+        """`--overwrite` of a built version, which stays loadable until the end.
+
+        TFDS would delete the version first, so that a failed rebuild (killed,
+        out of disk, a bad source) left nothing. Here the new version is built
+        in a folder beside it and swapped in with one rename when complete; on
+        any failure the old version stays as it was. Of two rebuilds at once,
+        the second to finish fails: the version it meant to replace is gone.
+        """
+        final = epath.Path(self.data_path)
+        name_dir = final.parent
+        before = _identity(final)
+        staging = name_dir / f".rebuild-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
+        config = dataclasses.replace(
+            kwargs["download_config"],
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+        )
+        kwargs = {
+            **kwargs,
+            "download_config": config,
+            "download_dir": kwargs.get("download_dir")
+            or epath.Path(self.data_dir_root) / "downloads",
+        }
+        try:
+            with owned(staging):
+                staged = type(self)(plan=self._plan, data_dir=os.fspath(staging))
+                staged.download_and_prepare(*args, **kwargs)
+                with locked(name_dir / f".{self.version}.lock"):
+                    if _identity(final) != before:
+                        raise DatasetExistsError(
+                            f"{self.name} version {self.version} was replaced by a concurrent "
+                            f"build while this one ran ({final}); this build is discarded. Run "
+                            "it again with --overwrite (overwrite=True) if it should win."
+                        )
+                    exchange(epath.Path(staged.data_path), final)
+        finally:
+            staging.rmtree(missing_ok=True)  # the old version, once swapped out
+        self.info.read_from_directory(final)
+
     def _build_single_dataset(
         self, split, batch_size, shuffle_files, decoders, read_config, as_supervised
     ):
@@ -370,6 +422,14 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             read_config=read_config,
             as_supervised=as_supervised,
         )
+
+
+def _identity(version_dir: epath.Path) -> tuple[int, int] | None:
+    """What tells one built version folder from another at the same path."""
+    try:
+        return (os.stat(version_dir).st_ino, os.stat(version_dir / "dataset_info.json").st_mtime_ns)
+    except OSError:
+        return None
 
 
 def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) -> None:
@@ -434,98 +494,3 @@ def _check_written(task: ShardTask, *, frame_bytes: int) -> dict[str, Any]:
             f"after writing (want {want} bytes); a worker failed. Run the build again."
         )
     return {"file": path.name, **receipt}
-
-
-_OWNER_FILE = ".tfds_bigarrays_owner"
-
-
-@contextlib.contextmanager
-def _owned(directory: epath.Path) -> Iterator[None]:
-    """Marks `directory` as being written by this process while it runs.
-
-    An exclusive `flock` on a marker file, held open: the kernel releases it
-    when the process dies, however it dies, so `_remove_abandoned` tells a
-    dead build's folder from a live one without trusting pids or clocks.
-    Folders where that is impossible (object stores) are not marked, and so
-    never removed by another build.
-    """
-    marker = os.fspath(directory / _OWNER_FILE)
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_WRONLY, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, socket.gethostname().encode())
-    except OSError:
-        fd = None
-    try:
-        yield
-    finally:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(marker)
-            os.close(fd)
-
-
-def _remove_abandoned(name_dir: epath.Path) -> None:
-    """Removes `incomplete.*` folders whose writing process has died.
-
-    A folder is abandoned when its marker (see `_owned`) was written on this
-    host and its lock can be taken; it is renamed before deletion, so two
-    builds cleaning up at once never delete each other's work.
-    """
-    for folder in name_dir.glob("incomplete.*"):
-        marker = folder / _OWNER_FILE
-        try:
-            if marker.read_text() != socket.gethostname():
-                continue  # another host's build (or no marker): not ours to judge
-            fd = os.open(os.fspath(marker), os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # locked: its build is alive
-        try:
-            claimed = name_dir / f".removing-{uuid.uuid4().hex}"
-            folder.rename(claimed)
-        except OSError:
-            continue  # someone else claimed it first
-        finally:
-            os.close(fd)
-        claimed.rmtree(missing_ok=True)
-
-
-@contextlib.contextmanager
-def scratch_dir(name_dir: epath.Path) -> Iterator[epath.Path]:
-    """A marked `incomplete.*` folder in the dataset's folder, for spooling.
-
-    Spooled generator rows and downloads stay on the file system the user
-    chose for the dataset (not /tmp), and a build killed while spooling
-    leaves a folder that the next build removes.
-    """
-    created = []  # folders this creates, innermost first; removed again if empty
-    for folder in [name_dir, *name_dir.parents]:
-        if folder.exists():
-            break
-        created.append(folder)
-    if not created:
-        _remove_abandoned(name_dir)
-    path = name_dir / f"incomplete.spool_{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
-    try:
-        with _owned(path):
-            yield path
-    finally:
-        path.rmtree(missing_ok=True)
-        for folder in created:
-            with contextlib.suppress(OSError, ValueError):  # not empty: in use
-                folder.rmdir()
-
-
-def _remove_empty_tree(path: epath.Path) -> None:
-    """Removes `path` if it holds nothing but empty folders."""
-    for child in path.iterdir():
-        if child.is_dir():
-            _remove_empty_tree(child)
-    if not any(path.iterdir()):
-        path.rmdir()

@@ -21,12 +21,18 @@ MiB = 1 << 20
 DEFAULT_SHARD_BYTES = 128 * MiB
 MIN_SHARD_BYTES = 1 << 10
 DEFAULT_BLOCK_BYTES = 8 * MiB
+# More shards than a file system lists comfortably; a larger count is a mistake.
+MAX_SHARDS = 100_000
 # A serialized tf.train.Example must stay below protobuf's 2 GiB message limit,
 # or neither TensorFlow nor stock TFDS can parse it.
 MAX_RECORD_BYTES = (1 << 31) - 1
 
 _DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# major.minor.patch without leading zeros: TFDS's own rule.
+VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+# Names become parts of shard file names, which a file system caps at 255 bytes.
+MAX_NAME_LENGTH = 100
 
 
 class PlanError(TfdsBigarraysError, ValueError):
@@ -35,6 +41,11 @@ class PlanError(TfdsBigarraysError, ValueError):
 
 def check_dataset_name(name: Any) -> str:
     """Returns `name` if it is a valid TFDS dataset name, else raises PlanError."""
+    if isinstance(name, str) and _DATASET_NAME.fullmatch(name) and len(name) > MAX_NAME_LENGTH:
+        raise PlanError(
+            f"name={name[:20]}...{name[-10:]} has {len(name)} characters; at most "
+            f"{MAX_NAME_LENGTH} fit in shard file names. Choose a shorter name."
+        )
     if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
         suggestion = ""
         if isinstance(name, str):
@@ -86,6 +97,12 @@ def shard_ranges(num_examples: int, *, frame_bytes: int, shard_bytes: int) -> li
     """
     per_shard = max(1, shard_bytes // max(1, frame_bytes))
     num_shards = max(1, -(-num_examples // per_shard))
+    if num_shards > MAX_SHARDS:
+        raise PlanError(
+            f"{num_examples} examples of {frame_bytes} bytes would need {num_shards} shards "
+            f"of at most {shard_bytes} bytes; at most {MAX_SHARDS} are written per split. "
+            "Raise the shard size (--shard-size, shard_bytes=, SHARD_BYTES)."
+        )
     bounds = [num_examples * i // num_shards for i in range(num_shards + 1)]
     return [RowRange(index=i, start=bounds[i], stop=bounds[i + 1]) for i in range(num_shards)]
 
@@ -151,10 +168,15 @@ def make_plan(
     specs: dict[str, FeatureSpec] | None = None
     first_split = None
     for split, features in splits.items():
-        if not isinstance(split, str) or not _SPLIT_NAME.fullmatch(split) or split == "all":
+        if (
+            not isinstance(split, str)
+            or not _SPLIT_NAME.fullmatch(split)
+            or split == "all"
+            or len(split) > MAX_NAME_LENGTH
+        ):
             raise PlanError(
-                f"split name {split!r} is not valid: use letters, digits and '_' "
-                "(for example 'train' or 'validation'; 'all' is reserved)."
+                f"split name {split!r} is not valid: use letters, digits and '_', at most "
+                f"{MAX_NAME_LENGTH} (for example 'train' or 'validation'; 'all' is reserved)."
             )
         if isinstance(features, GeneratorSplit):
             if spool_dir is None:
@@ -205,6 +227,12 @@ def make_plan(
             )
         plans[split] = SplitPlan(name=split, sources=sources, num_examples=num_examples)
     assert specs is not None
+    if all(s.row_bytes == 0 for s in specs.values()):
+        raise PlanError(
+            f"every feature has rows of no values ({', '.join(f'{f}: {s}' for f, s in specs.items())}): "
+            "the dataset would hold only record framing, about 20 bytes per row. Give at "
+            "least one feature with values."
+        )
     record_bytes = RecordCodec(specs).record_bytes
     if record_bytes > MAX_RECORD_BYTES:
         sizes = ", ".join(f"{f}: {s} = {s.row_bytes} bytes" for f, s in specs.items())

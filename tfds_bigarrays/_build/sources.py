@@ -13,9 +13,11 @@ import ast
 import contextlib
 import dataclasses
 import math
+import mmap
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -104,11 +106,27 @@ class _RawLayout:
     fortran_order: bool
 
 
-def _read_npy_header(fp, *, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """Reads a `.npy` header without ever evaluating a pickle.
+# np.load reads headers of at most this many bytes (its max_header_size).
+_MAX_HEADER_BYTES = 10_000
+# More rows than any real array (2**40, about 10**12): a larger claim is a lie.
+MAX_ROWS = 1 << 40
+_NPY_KEYS = {"descr", "fortran_order", "shape"}
 
-    numpy's own header parser uses `ast.literal_eval`; the payload is never
-    touched here, so an object array is refused before a byte of it is read.
+
+def _header_error(where: str, field: str, value: Any, why: str) -> SourceError:
+    return SourceError(
+        f"{where} has a malformed .npy header: {field}={value!r} {why} (np.load refuses "
+        "it too). Re-create the file with np.save."
+    )
+
+
+def _read_npy_header(fp, *, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Reads a `.npy` header as strictly as np.load, without ever evaluating a pickle.
+
+    The header is a Python literal (numpy parses it with `ast.literal_eval`
+    too); its types are checked, not only its values, and the payload is
+    never touched here, so an object array is refused before a byte of it is
+    read.
     """
     magic = fp.read(8)
     if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
@@ -120,60 +138,149 @@ def _read_npy_header(fp, *, where: str) -> tuple[tuple[int, ...], bool, np.dtype
         hlen = int.from_bytes(fp.read(4), "little")
     else:
         raise SourceError(f"{where}: unsupported .npy format version {major}.")
+    if hlen > _MAX_HEADER_BYTES:
+        raise _header_error(where, "header length", hlen, f"is above {_MAX_HEADER_BYTES} bytes")
     raw = fp.read(hlen)
     if len(raw) < hlen:
         raise SourceError(f"{where} is truncated inside its header.")
     try:
         header = ast.literal_eval(raw.decode("utf8" if major == 3 else "latin1"))
-        descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
-    except (ValueError, SyntaxError, KeyError, TypeError) as e:
-        raise SourceError(f"{where} has a malformed .npy header: {raw[:80]!r}.") from e
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError):
+        raise _header_error(where, "header", raw[:80], "is not a Python literal") from None
+    if not isinstance(header, dict) or set(header) != _NPY_KEYS:
+        keys = sorted(map(repr, header)) if isinstance(header, dict) else type(header).__name__
+        raise _header_error(where, "header keys", keys, f"are not exactly {sorted(_NPY_KEYS)}")
+    shape, fortran = header["shape"], header["fortran_order"]
+    if not isinstance(shape, tuple) or not all(type(d) is int for d in shape):
+        raise _header_error(where, "shape", shape, "is not a tuple of ints")
+    if any(d < 0 for d in shape):
+        raise _header_error(where, "shape", shape, "has a negative dimension")
+    if type(fortran) is not bool:
+        raise _header_error(where, "fortran_order", fortran, "is not True or False")
     try:
-        dtype = np.lib.format.descr_to_dtype(descr)
-    except (TypeError, ValueError) as e:
-        raise SourceError(f"{where} has an unreadable dtype {descr!r}.") from e
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+    except (TypeError, ValueError):
+        raise _header_error(where, "descr", header["descr"], "is not a dtype") from None
     if dtype.hasobject:
         raise SourceError(
             f"{where} holds Python objects (dtype={dtype}); such files can only "
             "be read by unpickling, which tfds_bigarrays never does. Save a "
             "numeric array instead (np.save with a fixed-width dtype)."
         )
-    return tuple(int(d) for d in shape), bool(fortran), dtype
+    return shape, fortran, dtype
 
 
-class _MappedRows(_Described):
-    """Reads row ranges of an uncompressed payload through a short-lived memmap."""
+_Identity = tuple[int, int, int, int]  # device, inode, size, mtime in ns
+
+
+def _identity_of(st: os.stat_result) -> _Identity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _FileRows(_Described):
+    """Rows of an uncompressed payload, read with `pread` from one open file.
+
+    The file's identity is taken when the source is made. It is opened once
+    (on first read) and reads check that neither the file nor the path
+    changed since: a source replaced (even by one of the same size),
+    truncated or rewritten during a build fails the build naming it, instead
+    of giving rows of another file. Positioned reads, not a memory map, so a
+    file truncated under the build is an error and not a crash (Fortran-order
+    arrays, whose rows are not contiguous, are mapped). Pickles to its
+    layout and identity: a worker process reopens the file and checks that
+    it is the same one.
+    """
 
     _layout: _RawLayout
+    _identity: _Identity
+    _where: str
+    _fd: int | None = None
+
+    def _init_file(self, layout: _RawLayout, st: os.stat_result, *, where: str) -> None:
+        self._layout, self._identity, self._where, self._fd = layout, _identity_of(st), where, None
 
     def __len__(self) -> int:
         return self._layout.shape[0]
 
-    @contextlib.contextmanager
-    def _mapped(self) -> Iterator[np.memmap]:
-        """The whole payload, mapped for one read and unmapped right after."""
-        lay = self._layout
-        mm = np.memmap(
-            lay.path,
-            dtype=lay.dtype,
-            mode="r",
-            offset=lay.offset,
-            shape=lay.shape,
-            order="F" if lay.fortran_order else "C",
+    def _changed(self) -> SourceError:
+        return SourceError(
+            f"{self._where} changed during the build (it was replaced, truncated or "
+            "rewritten after the build opened it): its rows cannot be trusted, and "
+            "nothing was written. Build again once the file no longer changes."
         )
+
+    def _open(self) -> int:
+        """The open file, checked to be the one the source was made from."""
+        path = self._layout.path
         try:
-            yield mm
-        finally:
-            mm._mmap.close()  # type: ignore[attr-defined]  # unmap now, not at GC
+            if self._fd is None:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                if _identity_of(os.fstat(fd)) != self._identity:
+                    os.close(fd)
+                    raise self._changed()
+                self._fd = fd
+            if _identity_of(os.stat(path)) != self._identity or (
+                _identity_of(os.fstat(self._fd)) != self._identity
+            ):
+                raise self._changed()
+        except FileNotFoundError:
+            raise self._changed() from None
+        except OSError as e:
+            raise SourceError(f"{self._where} cannot be read ({e.strerror}).") from e
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_fd"] = None
+        return state
+
+    def _pread(self, out: np.ndarray, offset: int) -> None:
+        view = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        fd, done = self._open(), 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise self._changed()
+            done += got
+
+    def _row_bytes(self) -> int:
+        return math.prod(self._layout.shape[1:]) * self._layout.dtype.itemsize
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        with self._mapped() as mm:
-            return np.array(mm[start:stop], order="C")
+        lay = self._layout
+        if lay.fortran_order:
+            return np.array(self._mapped()[start:stop], order="C")
+        out = np.empty((stop - start, *lay.shape[1:]), lay.dtype)
+        self._pread(out, lay.offset + start * self._row_bytes())
+        return out
 
     def take(self, indices: np.ndarray) -> np.ndarray:
-        """Rows at sorted `indices` (for a permuted write order)."""
-        with self._mapped() as mm:
-            return np.array(mm[indices], order="C")
+        """Rows at sorted `indices` (for a permuted write order): one read per run."""
+        lay = self._layout
+        indices = np.asarray(indices, np.int64)
+        if lay.fortran_order:
+            return np.array(self._mapped()[indices], order="C")
+        out = np.empty((len(indices), *lay.shape[1:]), lay.dtype)
+        breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+        for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), len(indices)], strict=True):
+            if hi > lo:
+                self._pread(out[lo:hi], lay.offset + int(indices[lo]) * self._row_bytes())
+        return out
+
+    def _mapped(self) -> np.ndarray:
+        """Fortran-order payloads: the file mapped (checked unchanged first)."""
+        lay = self._layout
+        buf = mmap.mmap(self._open(), 0, access=mmap.ACCESS_READ)
+        return np.ndarray(lay.shape, lay.dtype, buffer=buf, offset=lay.offset, order="F")
 
     @property
     def random_access(self) -> bool:
@@ -181,6 +288,13 @@ class _MappedRows(_Described):
 
 
 def _check_layout(layout: _RawLayout, *, file_size: int, where: str) -> None:
+    if not layout.shape:
+        raise SourceError(f"{where} holds a 0-d array; the first axis must index examples.")
+    if layout.shape[0] > MAX_ROWS:
+        raise SourceError(
+            f"{where} claims {layout.shape[0]} rows; at most {MAX_ROWS} (2**40) are "
+            "supported. The header is damaged or crafted: re-create the file."
+        )
     needed = math.prod(layout.shape) * layout.dtype.itemsize  # Python ints: no overflow
     if layout.offset + needed > file_size:
         raise SourceError(
@@ -189,12 +303,10 @@ def _check_layout(layout: _RawLayout, *, file_size: int, where: str) -> None:
             f"{max(0, file_size - layout.offset)} bytes follow the header. "
             "Re-create or re-copy the file."
         )
-    if not layout.shape:
-        raise SourceError(f"{where} holds a 0-d array; the first axis must index examples.")
 
 
-class NpyFileSource(_MappedRows):
-    """A `.npy` file, read by row ranges through a memory map."""
+class NpyFileSource(_FileRows):
+    """A `.npy` file, read by row ranges with positioned reads."""
 
     def __init__(self, path: str | os.PathLike, *, feature: str = "array"):
         path = os.fspath(path)
@@ -205,20 +317,26 @@ class NpyFileSource(_MappedRows):
                 f"taken from {os.getcwd()!r})."
             )
         with open(path, "rb") as fp:
+            st = os.fstat(fp.fileno())
             shape, fortran, dtype = _read_npy_header(fp, where=where)
             offset = fp.tell()
-        self._layout = _RawLayout(
+        layout = _RawLayout(
             path=path, offset=offset, dtype=dtype, shape=shape, fortran_order=fortran
         )
-        _check_layout(self._layout, file_size=os.path.getsize(path), where=where)
+        _check_layout(layout, file_size=st.st_size, where=where)
+        self._init_file(layout, st, where=where)
         self._spec = _spec_from(dtype, shape, where=where)
         self._description = os.path.abspath(path)
 
 
-class NpzMemberSource(_MappedRows):
+# What reading a damaged zip archive can raise, in the standard library.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError)
+
+
+class NpzMemberSource(_FileRows):
     """One member of a `.npz` archive.
 
-    Stored (``np.savez``) members are memory-mapped in place; compressed
+    Stored (``np.savez``) members are read in place; compressed
     (``np.savez_compressed``) members are decompressed as a stream, forward
     only, so a sequential writer still never holds more than one block.
     """
@@ -229,37 +347,41 @@ class NpzMemberSource(_MappedRows):
         if not os.path.isfile(path):
             raise SourceError(f"{where}: no such file. Check the path.")
         try:
-            zf = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as e:
-            raise SourceError(f"{where}: {path!r} is not a valid .npz (zip) file.") from e
-        with zf:
-            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
-            if member not in names:
-                raise SourceError(
-                    f"{where}: the archive has no member {member!r}; it has "
-                    f"{names}. Name one as PATH.npz:MEMBER."
-                )
-            info = zf.getinfo(member + ".npy")
-            with zf.open(info) as fp:
-                shape, fortran, dtype = _read_npy_header(fp, where=where)
-                header_len = fp.tell()
-            self._compressed = info.compress_type != zipfile.ZIP_STORED
-            if not self._compressed:
-                # Payload offset: local header (30 bytes + name + extra) + npy header.
-                with open(path, "rb") as raw:
+            with open(path, "rb") as raw, zipfile.ZipFile(raw) as zf:
+                st = os.fstat(raw.fileno())
+                names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+                if member not in names:
+                    raise SourceError(
+                        f"{where}: the archive has no member {member!r}; it has "
+                        f"{names}. Name one as PATH.npz:MEMBER."
+                    )
+                info = zf.getinfo(member + ".npy")
+                with zf.open(info) as fp:
+                    shape, fortran, dtype = _read_npy_header(fp, where=where)
+                    header_len = fp.tell()
+                compressed = info.compress_type != zipfile.ZIP_STORED
+                offset = header_len
+                if not compressed:
+                    # Payload offset: local header (30 bytes + name + extra) + npy header.
                     raw.seek(info.header_offset)
                     local = raw.read(30)
                     name_len = int.from_bytes(local[26:28], "little")
                     extra_len = int.from_bytes(local[28:30], "little")
-                offset = info.header_offset + 30 + name_len + extra_len + header_len
-            else:
-                offset = header_len
-        self._path, self._member = path, member
-        self._layout = _RawLayout(
+                    offset = info.header_offset + 30 + name_len + extra_len + header_len
+        except _ZIP_ERRORS as e:
+            raise SourceError(
+                f"{where}: {path!r} is not a valid .npz (zip) file ({e}). Re-create it "
+                "with np.savez."
+            ) from e
+        self._compressed = compressed
+        self._member = member
+        layout = _RawLayout(
             path=path, offset=offset, dtype=dtype, shape=shape, fortran_order=fortran
         )
-        size = os.path.getsize(path) if not self._compressed else info.file_size
-        _check_layout(self._layout, file_size=size, where=where)
+        _check_layout(
+            layout, file_size=st.st_size if not compressed else info.file_size, where=where
+        )
+        self._init_file(layout, st, where=where)
         self._spec = _spec_from(dtype, shape, where=where)
         self._description = f"{path}:{member}"
         self._stream: Any = None
@@ -274,16 +396,22 @@ class NpzMemberSource(_MappedRows):
                 f"{self._description}: compressed Fortran-order members cannot be "
                 "read by rows. Save it with np.savez (uncompressed) or as C order."
             )
-        row_bytes = self._spec.row_bytes if self._spec.shape else lay.dtype.itemsize
+        row_bytes = self._row_bytes()
         want = lay.offset + start * row_bytes
-        if self._stream is None or want < self._stream_pos:
-            self.close()
-            self._zip = zipfile.ZipFile(self._path)
-            self._stream = self._zip.open(self._member + ".npy")
-            self._stream_pos = 0
-        if want > self._stream_pos:
-            self._stream.seek(want)
-        data = self._stream.read((stop - start) * row_bytes)
+        fd = self._open()
+        try:
+            if self._stream is None or want < self._stream_pos:
+                self._close_stream()
+                self._zip = zipfile.ZipFile(os.fdopen(os.dup(fd), "rb"))
+                self._stream = self._zip.open(self._member + ".npy")
+                self._stream_pos = 0
+            if want > self._stream_pos:
+                self._stream.seek(want)
+            data = self._stream.read((stop - start) * row_bytes)
+        except _ZIP_ERRORS as e:
+            raise SourceError(f"{self._where}: the archive is damaged ({e}).") from e
+        if len(data) != (stop - start) * row_bytes:
+            raise self._changed()
         self._stream_pos = want + len(data)
         return np.frombuffer(data, lay.dtype).reshape((stop - start, *lay.shape[1:]))
 
@@ -300,30 +428,36 @@ class NpzMemberSource(_MappedRows):
             )
         return super().take(indices)
 
-    def close(self) -> None:
+    def _close_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
             self._zip.close()
             self._stream = None
 
+    def close(self) -> None:
+        self._close_stream()
+        super().close()
+
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state.update(_stream=None, _stream_pos=0)
         state.pop("_zip", None)
         return state
 
 
-class RawFileSource(_MappedRows):
+class RawFileSource(_FileRows):
     """A headerless file of C-order rows (what generator sources are spooled to)."""
 
     def __init__(
         self, path: str | os.PathLike, *, dtype: np.dtype, shape: tuple[int, ...], description: str
     ):
         path = os.fspath(path)
-        self._layout = _RawLayout(
+        layout = _RawLayout(
             path=path, offset=0, dtype=np.dtype(dtype), shape=tuple(shape), fortran_order=False
         )
-        _check_layout(self._layout, file_size=os.path.getsize(path), where=description)
+        st = os.stat(path)
+        _check_layout(layout, file_size=st.st_size, where=description)
+        self._init_file(layout, st, where=description)
         self._spec = _spec_from(np.dtype(dtype), tuple(shape), where=description)
         self._description = description
 
@@ -365,18 +499,33 @@ class Hdf5Source(_Described):
         self._spec = _spec_from(dtype, shape, where=where)
         self._length = shape[0]
         self._description = f"{self._path}:{dataset}"
+        self._where = where
+        self._identity = _identity_of(os.stat(self._path))
 
     random_access = True
 
     def __len__(self) -> int:
         return self._length
 
+    def _file(self):
+        """The file, checked to be the one the source was made from."""
+        try:
+            same = _identity_of(os.stat(self._path)) == self._identity
+        except OSError:
+            same = False
+        if not same:
+            raise SourceError(
+                f"{self._where} changed during the build (it was replaced or rewritten after "
+                "the build opened it); nothing was written. Build again once it no longer changes."
+            )
+        return _h5py().File(self._path, "r")
+
     def read(self, start: int, stop: int) -> np.ndarray:
-        with _h5py().File(self._path, "r") as f:
+        with self._file() as f:
             return np.asarray(f[self._dataset][start:stop])
 
     def take(self, indices: np.ndarray) -> np.ndarray:
-        with _h5py().File(self._path, "r") as f:
+        with self._file() as f:
             return np.asarray(f[self._dataset][np.asarray(indices)])
 
 
@@ -407,6 +556,7 @@ class ShardDirSource(_Described):
         self._spec = first.spec
         self._bounds = np.cumsum([0] + [len(s) for s in self._shards])
         self._description = f"{directory}/ ({len(names)} shards)"
+        self._open_shard: int | None = None
 
     random_access = True
 
@@ -422,7 +572,7 @@ class ShardDirSource(_Described):
                 break
             a, b = max(start, lo), min(stop, hi)
             if b > a:
-                parts.append(self._shards[i].read(a - lo, b - lo))
+                parts.append(self._shard(i).read(a - lo, b - lo))
         if not parts:
             return np.empty((0, *self._spec.shape), self._spec.dtype)
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -431,9 +581,17 @@ class ShardDirSource(_Described):
         indices = np.asarray(indices)
         which = np.searchsorted(self._bounds, indices, side="right") - 1
         parts = [
-            self._shards[i].take(indices[which == i] - self._bounds[i]) for i in np.unique(which)
+            self._shard(i).take(indices[which == i] - self._bounds[i]) for i in np.unique(which)
         ]
         return np.concatenate(parts)
+
+    def _shard(self, i: int) -> NpyFileSource:
+        """Shard `i`, keeping one shard file open at a time (a folder may hold
+        thousands); each reopening checks the file is the one first seen."""
+        if self._open_shard not in (None, i):
+            self._shards[self._open_shard].close()
+        self._open_shard = i
+        return self._shards[i]
 
 
 def _spec_from(dtype: np.dtype, shape: tuple[int, ...], *, where: str) -> FeatureSpec:

@@ -7,11 +7,11 @@ import re
 
 from etils import epath
 
+from tfds_bigarrays._build.plan import VERSION
 from tfds_bigarrays._errors import TfdsBigarraysError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
 
 class UsageError(TfdsBigarraysError, ValueError):
@@ -50,7 +50,7 @@ def add_dataset_args(p: argparse.ArgumentParser, *, registry: bool = True) -> No
 def _latest(root: epath.Path, name: str) -> epath.Path:
     versions = (
         sorted(
-            (v for v in (root / name).iterdir() if _VERSION.fullmatch(v.name)),
+            (v for v in (root / name).iterdir() if VERSION.fullmatch(v.name)),
             key=lambda v: tuple(int(p) for p in v.name.split(".")),
         )
         if (root / name).exists()
@@ -65,7 +65,7 @@ def resolve(args: argparse.Namespace) -> epath.Path:
     """NAME (with --data-dir) or NAMESPACE:NAME[:VERSION] -> dataset directory."""
     from tfds_bigarrays._registry.lookup import check_name
 
-    if args.version and not _VERSION.fullmatch(args.version):
+    if args.version and not VERSION.fullmatch(args.version):
         raise UsageError(f"--version {args.version!r} must look like 1.0.0 (major.minor.patch).")
     parts = args.dataset.split(":")
     if len(parts) >= 2:

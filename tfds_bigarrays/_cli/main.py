@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from tfds_bigarrays._cli import (
     build,
@@ -38,14 +40,31 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = make_parser().parse_args(argv)
+    # SIGTERM as Ctrl-C: builds and publishes then clean up what they started.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except (TfdsBigarraysError, FileExistsError) as e:
-        print(f"tfds-bigarrays {args.subcommand}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args, str(e))
+    except KeyboardInterrupt as e:
+        why = f"{e.args[0]}" if e.args else "SIGINT"
+        return _fail(args, f"interrupted ({why}); nothing was left half-written.")
+    except OSError as e:
+        return _fail(args, f"{e.strerror or e}: {e.filename or ''}".rstrip(": "))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    print(f"tfds-bigarrays {args.subcommand}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

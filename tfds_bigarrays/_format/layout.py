@@ -93,4 +93,78 @@ def read_layout(directory: epath.PathLike) -> Layout | None:
     path = epath.Path(directory) / LAYOUT_FILENAME
     if not path.exists():
         return None
-    return Layout.from_json(json.loads(path.read_text()))
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LayoutError(
+            f"{path} is not valid JSON ({e}): the file is damaged. Rebuild the dataset, or "
+            "restore the file."
+        ) from None
+    if not isinstance(value, dict):
+        raise LayoutError(f"{path} does not hold a JSON object: the file is damaged.")
+    try:
+        return Layout.from_json(value)
+    except LayoutError as e:
+        raise LayoutError(f"{path}: {e}") from None
+
+
+def check_against_info(
+    layout: Layout,
+    *,
+    directory: epath.PathLike,
+    features: Mapping[str, FeatureSpec],
+    splits: Mapping[str, tuple[list[int], int]],
+) -> None:
+    """Refuses a layout that disagrees with the dataset's TFDS metadata.
+
+    The reader trusts neither file alone: an edited `tfds_bigarrays.json`
+    (another dtype of the same width) or `dataset_info.json` (shard lengths
+    that hide a truncated shard) would give wrong rows without an error.
+
+    Args:
+      layout: the layout file's content.
+      directory: the dataset's folder, for messages.
+      features: the specs that features.json declares.
+      splits: split -> (shard lengths, bytes), as dataset_info.json records them.
+
+    Raises:
+      LayoutError: naming both files and what they disagree on.
+    """
+    here = f"in {directory}"
+    ours = {n: s for n, s in layout.specs.items()}
+    if ours != dict(features):
+        diff = sorted(
+            f"{n}: {ours.get(n, 'absent')} vs {features.get(n, 'absent')}"
+            for n in set(ours) | set(features)
+            if ours.get(n) != features.get(n)
+        )
+        raise LayoutError(
+            f"{LAYOUT_FILENAME} and features.json disagree on the features ({'; '.join(diff)}) "
+            f"{here}: one of them was edited. Rebuild the dataset, or restore both files."
+        )
+    receipts = layout.provenance.get("shards")
+    if not isinstance(receipts, Mapping):
+        return  # built before shard receipts were recorded: nothing to compare
+    frame = layout.codec().frame_bytes
+    for split, (lengths, num_bytes) in splits.items():
+        recorded = receipts.get(split) or []
+        ours_lengths: list[int] | None
+        ours_bytes: list[int] | None
+        try:
+            ours_lengths = [int(r["num_examples"]) for r in recorded]
+            ours_bytes = [int(r["num_bytes"]) for r in recorded]
+        except (KeyError, TypeError, ValueError):
+            ours_lengths, ours_bytes = None, None
+        if ours_lengths != list(lengths):
+            raise LayoutError(
+                f"{LAYOUT_FILENAME} and dataset_info.json disagree on the shards of split "
+                f"{split!r} {here} (lengths {ours_lengths} vs {list(lengths)}): one of them "
+                "was edited. Rebuild the dataset, or restore both files."
+            )
+        if ours_bytes != [n * frame for n in lengths] or sum(ours_bytes) != num_bytes:
+            raise LayoutError(
+                f"{LAYOUT_FILENAME} and dataset_info.json disagree on the bytes of split "
+                f"{split!r} {here} ({sum(ours_bytes or [])} vs {num_bytes}, records of "
+                f"{frame} bytes): one of them was edited. Rebuild the dataset, or restore "
+                "both files."
+            )

@@ -10,6 +10,7 @@ inside `build_op`), because setup.py loads it by path.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import shlex
@@ -29,10 +30,21 @@ def build_op(*, out: pathlib.Path, core: pathlib.Path) -> None:
     Raises:
       RuntimeError: with the compiler's output, if the build fails.
     """
-    import tensorflow as tf
-
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(out.parent / ".op-build.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time: the leftovers are not theirs
+        for stale in out.parent.glob(".op-*.so"):
+            stale.unlink()  # a compile that was killed
+        _compile(out, core)
+    finally:
+        os.close(lock)
+
+
+def _compile(out: pathlib.Path, core: pathlib.Path) -> None:
+    import tensorflow as tf
+
     fd, tmp = tempfile.mkstemp(prefix=".op-", suffix=".so", dir=out.parent)
     os.close(fd)
     command = [

@@ -583,6 +583,15 @@ bool BuildLayout(const tbr_layout_config& c, tbr_layout* out, Error* error) {
     error->message = "tfds_bigarrays read core: records this large are not read";
     return false;
   }
+  int64_t constant_bytes = 0;
+  for (int64_t f = 0; f < c.n_fields; f++) {
+    if (c.field_output[f] < 0) constant_bytes += c.field_length[f];
+  }
+  if (constant_bytes != c.n_constants) {
+    error->message = "tfds_bigarrays read core: malformed layout (" + std::to_string(c.n_constants) +
+                     " constant bytes for fields of " + std::to_string(constant_bytes) + ")";
+    return false;
+  }
   out->record_bytes = record;
   out->frame_bytes = record + kHeader + kFooter;
   out->outputs.resize(c.n_outputs);
@@ -1259,6 +1268,21 @@ int tbr_read_rows(tbr_reader* reader, int64_t n, const int64_t* rows, uint8_t* c
   Error error;
   if (!reader->Read(runs, n, dest.data(), outs, &error)) {
     Fill(err, errlen, error.message);
+    return -1;
+  }
+  return 0;
+}
+
+int tbr_check_file(const char* name, const int64_t* identity, char* err, size_t errlen) {
+  struct stat st;
+  Identity want;
+  std::copy(identity, identity + 4, want.begin());
+  if (stat(name, &st) != 0) {
+    Fill(err, errlen, OpenError(name, errno));
+    return -1;
+  }
+  if (IdentityOf(st) != want) {
+    Fill(err, errlen, ChangedError(name));
     return -1;
   }
   return 0;

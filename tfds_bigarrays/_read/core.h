@@ -42,6 +42,7 @@ typedef struct {
   const int64_t *field_length;  /* bytes */
   const int32_t *field_output;  /* -1: constant bytes, else the output it fills */
   const uint8_t *constants;     /* the constant fields' bytes, in field order */
+  int64_t n_constants;          /* their number (checked against the fields) */
   int64_t n_outputs;
   const int32_t *output_kind;   /* TBR_RAW, TBR_BOOL or TBR_UINT32_VARINT */
   const char *const *output_names; /* for messages (NULL: numbers) */
@@ -103,6 +104,10 @@ TBR_API int tbr_read_group(tbr_reader *reader, int64_t group, uint64_t seed,
    0..n; adjacent rows are read together. */
 TBR_API int tbr_read_rows(tbr_reader *reader, int64_t n, const int64_t *rows,
                           uint8_t *const *outs, char *err, size_t errlen);
+
+/* Checks that file `name` still has `identity` (device, inode, size, mtime in
+   ns), as when the dataset was loaded: else -1, naming it as replaced. */
+TBR_API int tbr_check_file(const char *name, const int64_t *identity, char *err, size_t errlen);
 
 /* The permutations, for tests against the numpy twins. */
 TBR_API void tbr_permute(uint64_t n, uint64_t seed, int64_t count, const int64_t *in,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_bigarrays._format.records import BYTES, feature_encoding
@@ -29,5 +30,5 @@ def from_tfds_features(features: tfds.features.FeaturesDict) -> dict[str, Featur
     specs = {}
     for name, feature in features.items():
         info = feature.get_tensor_info()
-        specs[name] = FeatureSpec(dtype=info.dtype, shape=info.shape)
+        specs[name] = FeatureSpec(dtype=np.dtype(info.np_dtype), shape=info.shape)
     return specs

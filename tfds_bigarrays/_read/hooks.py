@@ -73,6 +73,17 @@ def _install_feature_guard() -> None:
         token = _OPENING_OURS.set(ours)
         try:
             original_init(self, builder_dir, *args, **kwargs)
+        except ReadError:
+            raise
+        except Exception as e:  # JSON, protobuf and key errors, from TFDS's parsers
+            if not ours:
+                raise
+            # TFDS's own message names neither file (a JSON decode error, a key).
+            raise ReadError(
+                f"{os.path.join(builder_dir, 'dataset_info.json')} or features.json cannot be "
+                f"read ({type(e).__name__}: {e}): the dataset's metadata is damaged. Rebuild "
+                "the dataset, or restore the files."
+            ) from None
         finally:
             _OPENING_OURS.reset(token)
 

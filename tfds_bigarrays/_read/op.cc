@@ -11,6 +11,7 @@
 // the outputs and turn the core's errors into InvalidArgument. Built at
 // install time against the pinned TensorFlow (see _read/build.py).
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,10 @@ REGISTER_OP("TfdsBigarraysDecodeFrames")
     .Input("dest: int64")
     .Output("values: out_types")
     .TBR_LAYOUT_ATTRS
+    // Local shards and their identity at load: a block of a shard replaced
+    // since fails (tf.data's readers open files by name, after the load).
+    .Attr("identity_names: list(string) = []")
+    .Attr("identities: list(int) = []")
     .SetShapeFn(::tensorflow::shape_inference::UnknownShape)
     .Doc("Checks and decodes blocks of whole tfds_bigarrays frames; see core.h.");
 
@@ -127,6 +132,7 @@ struct LayoutAttrs {
             field_lengths.data(),
             field_outputs.data(),
             reinterpret_cast<const uint8_t*>(constants.data()),
+            static_cast<int64_t>(constants.size()),
             static_cast<int64_t>(names.size()),
             kinds.data(),
             name_ptrs.data(),
@@ -229,6 +235,16 @@ class DecodeFramesOp : public OpKernel {
  public:
   explicit DecodeFramesOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, layout_attrs_.Read(c));
+    std::vector<std::string> names;
+    std::vector<int64_t> identities;
+    OP_REQUIRES_OK(c, c->GetAttr("identity_names", &names));
+    OP_REQUIRES_OK(c, c->GetAttr("identities", &identities));
+    OP_REQUIRES(c, identities.size() == 4 * names.size(),
+                errors::InvalidArgument("TfdsBigarraysDecodeFrames: malformed identities"));
+    for (size_t i = 0; i < names.size(); i++) {
+      identity_[names[i]] = std::vector<int64_t>(identities.begin() + 4 * i,
+                                                 identities.begin() + 4 * i + 4);
+    }
     const tbr_layout_config config = layout_attrs_.Config();
     char err[kErrBytes];
     layout_ = tbr_layout_new(&config, err, sizeof err);
@@ -261,6 +277,14 @@ class DecodeFramesOp : public OpKernel {
       name_ptrs[i] = names[i].c_str();
     }
     char err[kErrBytes];
+    for (int64_t i = 0; i < m; i++) {
+      if (i > 0 && names[i] == names[i - 1]) continue;
+      const auto it = identity_.find(names[i]);
+      OP_REQUIRES(ctx,
+                  it == identity_.end() ||
+                      tbr_check_file(names[i].c_str(), it->second.data(), err, sizeof err) == 0,
+                  errors::InvalidArgument(err));
+    }
     const int64_t n = tbr_decode_rows(layout_, m, lens.data(), name_ptrs.data(), err, sizeof err);
     OP_REQUIRES(ctx, n >= 0, errors::InvalidArgument(err));
     OP_REQUIRES(ctx, dest.NumElements() == 0 || dest.NumElements() == n,
@@ -278,6 +302,7 @@ class DecodeFramesOp : public OpKernel {
  private:
   LayoutAttrs layout_attrs_;
   tbr_layout* layout_ = nullptr;
+  std::map<std::string, std::vector<int64_t>> identity_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("TfdsBigarraysReadGroup").Device(::tensorflow::DEVICE_CPU),

@@ -27,8 +27,9 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfds_bigarrays._format.layout import Layout, read_layout
+from tfds_bigarrays._format.layout import Layout, check_against_info, read_layout
 from tfds_bigarrays._read import op as _op
+from tfds_bigarrays._read.features import from_tfds_features
 from tfds_bigarrays._read.lazy import LazyDataset
 from tfds_bigarrays._read.options import ReadOptions, resolve
 from tfds_bigarrays._read.plan import (
@@ -132,7 +133,18 @@ def sequential_groups(
     groups = blocks.batch(
         memory.group_blocks, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    attrs = _op.layout_attrs(plan.layout, verify=plan.verify)
+    # A shard's identity (device, inode) means something on this machine only:
+    # not checked on tf.data service workers, which may be other machines.
+    local = {
+        r.filename: i
+        for r, i in zip(plan.reads, plan.identities, strict=True)
+        if "://" not in r.filename and not options.data_service
+    }
+    attrs = {
+        **_op.layout_attrs(plan.layout, verify=plan.verify),
+        "identity_names": list(local),
+        "identities": [int(v) for ident in local.values() for v in ident],
+    }
     names = plan.layout.names
 
     def decode(blocks: tf.Tensor, filenames: tf.Tensor, dest: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -191,7 +203,7 @@ def finish(ds: tf.data.Dataset, plan: ReadPlan, read_config: tfds.ReadConfig) ->
     if plan.batch_size:
         cardinality = -(-plan.num_examples // plan.batch_size)
     else:
-        ds = ds.unbatch()
+        ds = _unbatch(ds, plan)
         cardinality = plan.num_examples
     if read_config.assert_cardinality:
         # Known length: Keras sizes epochs from it, and a shard shorter than its
@@ -216,6 +228,13 @@ def finish(ds: tf.data.Dataset, plan: ReadPlan, read_config: tfds.ReadConfig) ->
     if read_config.options is not None:
         ds = ds.with_options(read_config.options)
     return ds
+
+
+def _unbatch(ds: tf.data.Dataset, plan: ReadPlan) -> tf.data.Dataset:
+    """Single examples; `unbatch()` crashes TF 2.21 on zero-element components."""
+    if all(spec.num_elements for spec in plan.layout.specs):
+        return ds.unbatch()
+    return ds.flat_map(lambda *e: tf.data.Dataset.from_tensor_slices(e[0] if len(e) == 1 else e))
 
 
 # ---------------------------------------------------------------- tfds.load
@@ -263,6 +282,9 @@ def as_dataset(
             "it with --supervised x,y (or SUPERVISED_KEYS), or use as_supervised=False."
         )
     reads = _shard_reads(builder, split)
+    if not reads:  # as stock TFDS says it, for an empty selection such as train[10:10]
+        instructions = builder.info.splits[split].file_instructions
+        raise ValueError(f"Instruction {instructions} corresponds to no data!")
     ctx = read_config.input_context
     if ctx is not None and ctx.num_input_pipelines > 1:
         reads = share_of_reads(
@@ -345,9 +367,21 @@ _LAYOUT_ATTR = "_tfds_bigarrays_layout"
 
 
 def layout_of(builder: tfds.core.DatasetBuilder) -> Layout | None:
-    """The builder's layout (read once per builder), or None if not ours."""
+    """The builder's layout, checked against its TFDS metadata (once per
+    builder), or None if the dataset is not ours."""
     if _LAYOUT_ATTR not in builder.__dict__:
-        builder.__dict__[_LAYOUT_ATTR] = read_layout(builder.data_path)
+        layout = read_layout(builder.data_path)
+        if layout is not None:
+            check_against_info(
+                layout,
+                directory=builder.data_path,
+                features=from_tfds_features(builder.info.features),
+                splits={
+                    name: (list(s.shard_lengths), int(s.num_bytes))
+                    for name, s in builder.info.splits.items()
+                },
+            )
+        builder.__dict__[_LAYOUT_ATTR] = layout
     return builder.__dict__[_LAYOUT_ATTR]
 
 

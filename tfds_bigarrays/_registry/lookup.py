@@ -26,12 +26,12 @@ from typing import Any
 from etils import epath
 
 from tfds_bigarrays import _env
+from tfds_bigarrays._build.plan import VERSION
 from tfds_bigarrays._errors import TfdsBigarraysError
 
 ENV_REGISTRY = _env.REGISTRY.name
 SHARDS_FILENAME = "shards.json"
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]*$")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
 
 class RegistryError(TfdsBigarraysError, ValueError):
@@ -100,7 +100,7 @@ class Registry:
                     raise RegistryError(f"Namespace {ns!r} is defined twice ({path}).")
                 namespaces[ns] = Namespace(
                     name=ns,
-                    paths=tuple(epath.Path(p) for p in table["paths"]),
+                    paths=tuple(_resolve(p, registry_file=path) for p in table["paths"]),
                     info=str(table.get("info", "")),
                 )
         return cls(namespaces=namespaces)
@@ -127,7 +127,7 @@ class Registry:
                 if not ds.is_dir() or not _NAMESPACE.fullmatch(ds.name):
                     continue
                 for v in ds.iterdir():
-                    if _VERSION.fullmatch(v.name) and (v / "dataset_info.json").exists():
+                    if VERSION.fullmatch(v.name) and (v / "dataset_info.json").exists():
                         out.setdefault(ds.name, set()).add(v.name)
         return {k: sorted(v, key=_version_key) for k, v in sorted(out.items())}
 
@@ -151,6 +151,16 @@ class Registry:
             if (candidate / "dataset_info.json").exists():
                 return candidate
         raise RegistryError(f"{namespace}:{name}:{version} vanished while looking it up.")
+
+
+def _resolve(text: str, *, registry_file: epath.Path) -> epath.Path:
+    """`~` expanded; a relative path taken from the registry file's folder."""
+    if "://" in text:
+        return epath.Path(text)
+    path = os.path.expanduser(text)
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(os.path.abspath(os.fspath(registry_file))), path)
+    return epath.Path(path)
 
 
 def _version_key(v: str) -> tuple[int, ...]:

@@ -8,8 +8,9 @@ import uuid
 
 from etils import epath
 
+from tfds_bigarrays._build.plan import VERSION
+from tfds_bigarrays._build.scratch import OWNER_FILE, owned, remove_abandoned
 from tfds_bigarrays._registry.lookup import (
-    _VERSION,
     SHARDS_FILENAME,
     Registry,
     RegistryError,
@@ -44,7 +45,7 @@ def publish(source_dir: epath.PathLike, *, registry: Registry, namespace: str) -
     # dataset_info.json must not steer the copy outside it.
     name = check_name(info.get("name"), what=f"name in {info_path}")
     version = info.get("version")
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+    if not isinstance(version, str) or not VERSION.fullmatch(version):
         raise RegistryError(
             f"version in {info_path}={version!r} is not valid: it must look like '1.0.0'. "
             "Rebuild the dataset instead of editing dataset_info.json."
@@ -57,24 +58,27 @@ def publish(source_dir: epath.PathLike, *, registry: Registry, namespace: str) -
             "immutable. Build and publish a new version (--version)."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(target.parent)  # copies of publishes that were killed
     tmp = target.parent / f".{version}.incomplete-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        shards = {}
-        for item in source.iterdir():
-            if item.is_dir():
-                continue
-            item.copy(tmp / item.name)
-            if ".tfrecord-" in item.name:
-                copied = tmp / item.name
-                shards[item.name] = {
-                    "bytes": copied.stat().length,
-                    "sha256": sha256_of(copied),
-                }
-        (tmp / SHARDS_FILENAME).write_text(json.dumps(shards, indent=1, sort_keys=True))
-        if target.exists():  # someone published the same version meanwhile
-            raise RegistryError(f"{namespace}:{name}:{version} appeared while publishing.")
-        tmp.rename(target)
+        with owned(tmp):
+            shards = {}
+            for item in source.iterdir():
+                if item.is_dir() or item.name == OWNER_FILE:
+                    continue
+                item.copy(tmp / item.name)
+                if ".tfrecord-" in item.name:
+                    copied = tmp / item.name
+                    shards[item.name] = {
+                        "bytes": copied.stat().length,
+                        "sha256": sha256_of(copied),
+                    }
+            (tmp / SHARDS_FILENAME).write_text(json.dumps(shards, indent=1, sort_keys=True))
+            if target.exists():  # someone published the same version meanwhile
+                raise RegistryError(f"{namespace}:{name}:{version} appeared while publishing.")
+            (tmp / OWNER_FILE).unlink(missing_ok=True)  # the published folder holds data only
+            tmp.rename(target)
     except BaseException:
         if tmp.exists():
             tmp.rmtree()

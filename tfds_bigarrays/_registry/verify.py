@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 
+import google_crc32c
 from etils import epath
+from tensorflow_datasets.core import read_only_builder
 
-from tfds_bigarrays._format.layout import read_layout
-from tfds_bigarrays._format.records import RecordError
+from tfds_bigarrays._format.layout import LAYOUT_FILENAME, Layout, check_against_info, read_layout
 from tfds_bigarrays._read import core
-from tfds_bigarrays._registry.lookup import SHARDS_FILENAME
-from tfds_bigarrays._registry.publish import sha256_of
+from tfds_bigarrays._read.features import from_tfds_features
+from tfds_bigarrays._registry.lookup import SHARDS_FILENAME, RegistryError
 
 _CHUNK_FRAMES_BYTES = 16 << 20
 
@@ -26,8 +28,28 @@ class ShardReport:
     problem: str = ""
 
 
-def _splits(directory: epath.Path) -> list[tuple[str, list[int], list[epath.Path]]]:
-    info = json.loads((directory / "dataset_info.json").read_text())
+def _info(directory: epath.Path) -> dict:
+    path = directory / "dataset_info.json"
+    try:
+        info = json.loads(path.read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+        for split in info.get("splits", []):
+            [int(n) for n in split.get("shardLengths", [])]
+            str(split["name"])
+        str(info["name"])
+    except FileNotFoundError:
+        raise RegistryError(
+            f"{directory} holds no dataset_info.json: it is not a built dataset."
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        raise RegistryError(
+            f"{path} is damaged ({type(e).__name__}: {e}). Rebuild the dataset, or restore the file."
+        ) from None
+    return info
+
+
+def _splits(info: dict, directory: epath.Path) -> list[tuple[str, list[int], list[epath.Path]]]:
     out = []
     for split in info.get("splits", []):
         lengths = [int(n) for n in split.get("shardLengths", [])]
@@ -40,58 +62,121 @@ def _splits(directory: epath.Path) -> list[tuple[str, list[int], list[epath.Path
     return out
 
 
-def verify(directory: epath.PathLike) -> list[ShardReport]:
-    """Re-hashes (when published) and re-reads every shard; one report each."""
-    directory = epath.Path(directory)
+def checked_layout(directory: epath.Path) -> tuple[Layout, dict]:
+    """The layout file, cross-checked with features.json and dataset_info.json."""
     layout = read_layout(directory)
     if layout is None:
-        raise RecordError(f"{directory} is not a tfds_bigarrays dataset (no layout file).")
+        raise RegistryError(f"{directory} is not a tfds_bigarrays dataset (no {LAYOUT_FILENAME}).")
+    info = _info(directory)
+    try:
+        features = from_tfds_features(
+            read_only_builder.builder_from_directory(directory).info.features
+        )
+    except Exception as e:  # TFDS raises many types for a damaged folder; all mean the same here
+        raise RegistryError(
+            f"{directory}: features.json or dataset_info.json cannot be read by TFDS ({e}). "
+            "Rebuild the dataset, or restore the files."
+        ) from None
+    check_against_info(
+        layout,
+        directory=directory,
+        features=features,
+        splits={
+            str(s["name"]): ([int(n) for n in s.get("shardLengths", [])], int(s.get("numBytes", 0)))
+            for s in info.get("splits", [])
+        },
+    )
+    return layout, info
+
+
+def verify(directory: epath.PathLike, *, quick: bool = False) -> list[ShardReport]:
+    """Checks every shard; one report each.
+
+    Every shard's size, its CRC32C as a whole against the one the build
+    recorded (catching records moved, swapped or replaced, and shards from
+    another dataset), and, when published, its sha256. Unless `quick`, every
+    record is also read back through the read core (frame headers, layout,
+    each record's CRC32C).
+    """
+    directory = epath.Path(directory)
+    layout, info = checked_layout(directory)
     codec = layout.codec()
-    frame = codec.frame_bytes
     recorded = {}
     if (directory / SHARDS_FILENAME).exists():
-        recorded = json.loads((directory / SHARDS_FILENAME).read_text())
+        try:
+            recorded = json.loads((directory / SHARDS_FILENAME).read_text())
+        except ValueError as e:
+            raise RegistryError(f"{directory / SHARDS_FILENAME} is damaged ({e}).") from None
+    receipts = {
+        r.get("file"): r
+        for split in (layout.provenance.get("shards") or {}).values()
+        for r in split
+        if isinstance(r, dict)
+    }
     reports = []
-    for split, lengths, files in _splits(directory):
+    for split, lengths, files in _splits(info, directory):
         for rows, path in zip(lengths, files, strict=True):
-            reports.append(_verify_shard(path, split, rows, frame, codec, recorded.get(path.name)))
+            reports.append(
+                _verify_shard(
+                    path,
+                    split,
+                    rows,
+                    codec,
+                    recorded.get(path.name),
+                    receipts.get(path.name),
+                    quick,
+                )
+            )
     return reports
 
 
-def _verify_shard(path, split, rows, frame, codec, record) -> ShardReport:
+def _verify_shard(path, split, rows, codec, published, receipt, quick) -> ShardReport:
     def bad(problem: str) -> ShardReport:
         return ShardReport(path=str(path), split=split, examples=rows, problem=problem)
 
+    frame = codec.frame_bytes
     if not path.exists():
         return bad("missing")
     size = path.stat().length
     if size != rows * frame:
         return bad(f"{size} bytes, expected {rows * frame} ({rows} records of {frame} bytes)")
-    if record is not None:
-        if record["bytes"] != size:
-            return bad(f"size changed since publish ({size} != {record['bytes']})")
-        digest = sha256_of(path)
-        if digest != record["sha256"]:
-            return bad(
-                f"sha256 {digest[:12]}... differs from the published {record['sha256'][:12]}..."
-            )
-    # Every frame, in order, through the read core: headers, layout, CRCs.
+    if published is not None and published["bytes"] != size:
+        return bad(f"size changed since publish ({size} != {published['bytes']})")
+    digest = hashlib.sha256() if published is not None else None
+    crc, count, broken = 0, 0, ""
     step = max(1, _CHUNK_FRAMES_BYTES // frame)
-    count = 0
     with path.open("rb") as f:
         while block := f.read(step * frame):
-            try:
-                core.decode(codec, [block], [os.fspath(path)], first_rows=[count])
-            except core.ShardReadError as e:
-                return bad(str(e))
+            crc = google_crc32c.extend(crc, block)
+            if digest is not None:
+                digest.update(block)
+            if not quick and not broken:
+                # Every frame, in order, through the read core: headers, layout, CRCs.
+                try:
+                    core.decode(codec, [block], [os.fspath(path)], first_rows=[count])
+                except core.ShardReadError as e:
+                    broken = str(e)
             count += len(block) // frame
+    # The publish record first (the strongest), then the records, then the build's CRC.
+    if digest is not None and digest.hexdigest() != published["sha256"]:
+        return bad(
+            f"sha256 {digest.hexdigest()[:12]}... differs from the published "
+            f"{published['sha256'][:12]}..."
+        )
+    if broken:
+        return bad(broken)
+    if receipt is not None and "crc32c" in receipt and crc != receipt["crc32c"]:
+        return bad(
+            f"its content differs from what the build wrote (CRC32C {crc:08x}, recorded "
+            f"{int(receipt['crc32c']):08x}): records were moved, swapped or replaced"
+        )
     return ShardReport(path=str(path), split=split, examples=rows)
 
 
 def describe(directory: epath.PathLike) -> str:
     """A readable table: splits, counts, sizes, feature specs, provenance."""
     directory = epath.Path(directory)
-    info = json.loads((directory / "dataset_info.json").read_text())
+    info = _info(directory)
     layout = read_layout(directory)
     lines = [f"{info['name']} {info['version']}  ({directory})", ""]
     lines += ["| split | examples | shards | MB |", "|---|---:|---:|---:|"]

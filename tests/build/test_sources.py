@@ -173,3 +173,16 @@ def test_generator_split_builds_and_names_bad_rows(tmp_path):
             splits={"train": tb.from_generator(bad_dtype, specs=spec)},
         )
     assert not (tmp_path / "e").exists()
+
+
+def test_a_stored_npz_member_claiming_more_rows_than_it_holds_is_refused(tmp_path):
+    # The claim is checked against the member's own bytes, not the archive's:
+    # the next member's bytes are not rows of this one.
+    path = tmp_path / "two.npz"
+    np.savez(path, x=np.zeros((1000, 4), np.float32), y=np.ones((1000, 4), np.float32))
+    data = bytearray(path.read_bytes())
+    at = data.index(b"(1000, 4)")
+    data[at : at + 9] = b"(1009, 4)"  # the same length: only the claim changes
+    path.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match="is truncated"):
+        NpzMemberSource(path, "x", feature="x")

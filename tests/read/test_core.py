@@ -299,6 +299,11 @@ def test_row_order_is_a_keyed_uniform_permutation():
     assert ((counts - 500) ** 2 / 500).sum() < 24.3
 
 
+def test_crc32c_of_an_array_is_the_crc_of_its_bytes():
+    a = np.arange(10, dtype=np.int32)
+    assert core.crc32c(a) == google_crc32c.value(a.tobytes())
+
+
 @pytest.mark.parametrize("level", [0, 1, 2])  # table, CRC32 instruction, folding
 def test_every_crc_path_matches_google_crc32c(level):
     if level > core.crc_level():

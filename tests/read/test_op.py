@@ -138,6 +138,7 @@ def test_op_refuses_attributes_that_do_not_describe_a_split(mixed):  # noqa: F81
         ({"skips": [-3] + list(attrs["skips"][1:])}, "negative or huge skip"),
         ({"identities": attrs["identities"][:-1]}, "malformed reads"),
         ({"group_blocks": 1 << 62}, "malformed reader"),
+        ({"block_rows": 1 << 32, "group_blocks": 1 << 32}, "malformed reader"),  # wraps to 0
         ({"out_types": [tf.float64] + types[1:]}, "does not match its field"),
         ({"field_outputs": [0] + list(attrs["field_outputs"][1:])}, "malformed layout"),
         ({"kinds": list(attrs["kinds"])[:-1]}, "malformed layout attributes"),

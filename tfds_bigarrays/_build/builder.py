@@ -33,15 +33,18 @@ from tfds_bigarrays._build.plan import (
     shard_ranges,
 )
 from tfds_bigarrays._build.scratch import (
+    OWNER_FILE,
     exchange,
     locked,
     owned,
     remove_abandoned,
     remove_empty_tree,
+    sync_tree,
 )
 from tfds_bigarrays._build.sources import InMemorySource, NpyFileSource
 from tfds_bigarrays._build.writer import ShardTask, receipt_path, run_task
 from tfds_bigarrays._errors import TfdsBigarraysError
+from tfds_bigarrays._files import version_identity
 from tfds_bigarrays._format.layout import Layout, write_layout
 from tfds_bigarrays._format.permutation import Permutation
 from tfds_bigarrays._format.records import RecordCodec
@@ -378,7 +381,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         """
         final = epath.Path(self.data_path)
         name_dir = final.parent
-        before = _identity(final)
+        before = version_identity(final)
         staging = name_dir / f".rebuild-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
         config = dataclasses.replace(
@@ -391,20 +394,31 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             "download_dir": kwargs.get("download_dir")
             or epath.Path(self.data_dir_root) / "downloads",
         }
+        remove_abandoned(name_dir)
         try:
-            with owned(staging):
-                staged = type(self)(plan=self._plan, data_dir=os.fspath(staging))
-                staged.download_and_prepare(*args, **kwargs)
-                with locked(name_dir / f".{self.version}.lock"):
-                    if _identity(final) != before:
-                        raise DatasetExistsError(
-                            f"{self.name} version {self.version} was replaced by a concurrent "
-                            f"build while this one ran ({final}); this build is discarded. Run "
-                            "it again with --overwrite (overwrite=True) if it should win."
-                        )
-                    exchange(epath.Path(staged.data_path), final)
+            with owned(staging):  # marked until it is gone: a later build removes it if this dies
+                try:
+                    state = {**self._original_state, "data_dir": os.fspath(staging)}
+                    staged = type(self)(plan=self._plan, **state)
+                    staged.download_and_prepare(*args, **kwargs)
+                    new = epath.Path(staged.data_path)
+                    sync_tree(new)  # on disk before the old version goes
+                    with locked(name_dir / f".{self.version}.lock"):
+                        if version_identity(final) != before:
+                            raise DatasetExistsError(
+                                f"{self.name} version {self.version} was replaced by a concurrent "
+                                f"build while this one ran ({final}); this build is discarded. Run "
+                                "it again with --overwrite (overwrite=True) if it should win."
+                            )
+                        exchange(new, final)
+                    sync_tree(name_dir, files=False)
+                finally:
+                    for child in staging.iterdir():  # the old version, once swapped out
+                        if child.name != OWNER_FILE:
+                            child.rmtree() if child.is_dir() else child.unlink()
         finally:
-            staging.rmtree(missing_ok=True)  # the old version, once swapped out
+            with contextlib.suppress(OSError):
+                staging.rmdir()  # empty by now: its marker went with `owned`
         self.info.read_from_directory(final)
 
     def _build_single_dataset(
@@ -422,14 +436,6 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             read_config=read_config,
             as_supervised=as_supervised,
         )
-
-
-def _identity(version_dir: epath.Path) -> tuple[int, int] | None:
-    """What tells one built version folder from another at the same path."""
-    try:
-        return (os.stat(version_dir).st_ino, os.stat(version_dir / "dataset_info.json").st_mtime_ns)
-    except OSError:
-        return None
 
 
 def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) -> None:

@@ -22,8 +22,11 @@ from collections.abc import Iterator
 
 from etils import epath
 
-# Folders of builds, rebuilds and publishes in a dataset's (or namespace's) folder.
-SCRATCH_PATTERNS = ("incomplete.*", ".rebuild-*", ".*.incomplete-*")
+# Folders of builds, rebuilds and publishes in a dataset's (or namespace's)
+# folder, and of removals in progress.
+SCRATCH_PATTERNS = ("incomplete.*", ".rebuild-*", ".*.incomplete-*", ".removing-*")
+# A version moved aside by a swap without RENAME_EXCHANGE (see `exchange`).
+_ASIDE = ".replaced-"
 
 OWNER_FILE = ".tfds_bigarrays_owner"
 
@@ -61,6 +64,7 @@ def remove_abandoned(name_dir: epath.Path) -> None:
     host and its lock can be taken; it is renamed before deletion, so two
     builds cleaning up at once never delete each other's work.
     """
+    _restore_aside(name_dir)
     folders = {f for pattern in SCRATCH_PATTERNS for f in name_dir.glob(pattern) if f.is_dir()}
     for folder in sorted(folders):
         marker = folder / OWNER_FILE
@@ -145,7 +149,7 @@ def exchange(a: epath.Path, b: epath.Path) -> None:
             err = ctypes.get_errno()
             if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
                 raise OSError(err, os.strerror(err), os.fspath(b))
-    aside = b.parent / f".replaced-{uuid.uuid4().hex[:12]}"
+    aside = b.parent / f"{_ASIDE}{b.name}-{uuid.uuid4().hex[:12]}"
     b.rename(aside)
     try:
         a.rename(b)
@@ -164,3 +168,37 @@ def locked(path: epath.Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _restore_aside(name_dir: epath.Path) -> None:
+    """Finishes a swap without RENAME_EXCHANGE that died between its renames:
+    the old version goes back if nothing took its place, else it goes."""
+    for aside in name_dir.glob(f"{_ASIDE}*"):
+        version = aside.name[len(_ASIDE) :].rsplit("-", 1)[0]
+        target = name_dir / version
+        with locked(name_dir / f".{version}.lock"):  # the lock `exchange`'s callers hold
+            if not aside.exists():
+                continue
+            if target.exists():
+                aside.rmtree()
+            else:
+                aside.rename(target)
+
+
+def sync_tree(path: epath.Path, *, files: bool = True) -> None:
+    """fsync every file under `path` (with `files`) and every folder, so that a
+    rename that follows never points at data still in the page cache."""
+    if "://" in os.fspath(path):
+        return  # object stores: a write is durable when it returns
+    for root, _, names in os.walk(os.fspath(path)) if files else [(os.fspath(path), [], [])]:
+        for name in names:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import mmap
 import os
+import socket
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from tfds_bigarrays._errors import TfdsBigarraysError
+from tfds_bigarrays._files import Identity, identity, same_file
 from tfds_bigarrays._format.spec import FeatureSpec, SpecError, normalize_dtype, spec_of
 
 
@@ -170,13 +172,6 @@ def _read_npy_header(fp, *, where: str) -> tuple[tuple[int, ...], bool, np.dtype
     return shape, fortran, dtype
 
 
-_Identity = tuple[int, int, int, int]  # device, inode, size, mtime in ns
-
-
-def _identity_of(st: os.stat_result) -> _Identity:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class _FileRows(_Described):
     """Rows of an uncompressed payload, read with `pread` from one open file.
 
@@ -192,12 +187,17 @@ class _FileRows(_Described):
     """
 
     _layout: _RawLayout
-    _identity: _Identity
+    _identity: Identity
+    _host: str
     _where: str
     _fd: int | None = None
 
     def _init_file(self, layout: _RawLayout, st: os.stat_result, *, where: str) -> None:
-        self._layout, self._identity, self._where, self._fd = layout, _identity_of(st), where, None
+        self._layout, self._identity, self._where, self._fd = layout, identity(st), where, None
+        self._host = socket.gethostname()
+
+    def _same(self, st: os.stat_result) -> bool:
+        return same_file(identity(st), self._identity, same_host=self._host == socket.gethostname())
 
     def __len__(self) -> int:
         return self._layout.shape[0]
@@ -215,13 +215,11 @@ class _FileRows(_Described):
         try:
             if self._fd is None:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                if _identity_of(os.fstat(fd)) != self._identity:
+                if not self._same(os.fstat(fd)):
                     os.close(fd)
                     raise self._changed()
                 self._fd = fd
-            if _identity_of(os.stat(path)) != self._identity or (
-                _identity_of(os.fstat(self._fd)) != self._identity
-            ):
+            if not (self._same(os.stat(path)) and self._same(os.fstat(self._fd))):
                 raise self._changed()
         except FileNotFoundError:
             raise self._changed() from None
@@ -251,6 +249,8 @@ class _FileRows(_Described):
             if got <= 0:
                 raise self._changed()
             done += got
+        if not self._same(os.fstat(fd)):  # rewritten in place while it was read
+            raise self._changed()
 
     def _row_bytes(self) -> int:
         return math.prod(self._layout.shape[1:]) * self._layout.dtype.itemsize
@@ -360,14 +360,16 @@ class NpzMemberSource(_FileRows):
                     shape, fortran, dtype = _read_npy_header(fp, where=where)
                     header_len = fp.tell()
                 compressed = info.compress_type != zipfile.ZIP_STORED
-                offset = header_len
+                offset, end = header_len, info.file_size
                 if not compressed:
-                    # Payload offset: local header (30 bytes + name + extra) + npy header.
+                    # Payload offset: local header (30 bytes + name + extra) + npy header;
+                    # the member ends where its stored bytes do, not at the archive's end.
                     raw.seek(info.header_offset)
                     local = raw.read(30)
                     name_len = int.from_bytes(local[26:28], "little")
                     extra_len = int.from_bytes(local[28:30], "little")
-                    offset = info.header_offset + 30 + name_len + extra_len + header_len
+                    start = info.header_offset + 30 + name_len + extra_len
+                    offset, end = start + header_len, min(start + info.compress_size, st.st_size)
         except _ZIP_ERRORS as e:
             raise SourceError(
                 f"{where}: {path!r} is not a valid .npz (zip) file ({e}). Re-create it "
@@ -378,9 +380,7 @@ class NpzMemberSource(_FileRows):
         layout = _RawLayout(
             path=path, offset=offset, dtype=dtype, shape=shape, fortran_order=fortran
         )
-        _check_layout(
-            layout, file_size=st.st_size if not compressed else info.file_size, where=where
-        )
+        _check_layout(layout, file_size=end, where=where)
         self._init_file(layout, st, where=where)
         self._spec = _spec_from(dtype, shape, where=where)
         self._description = f"{path}:{member}"
@@ -500,7 +500,7 @@ class Hdf5Source(_Described):
         self._length = shape[0]
         self._description = f"{self._path}:{dataset}"
         self._where = where
-        self._identity = _identity_of(os.stat(self._path))
+        self._identity = identity(os.stat(self._path))
 
     random_access = True
 
@@ -510,7 +510,7 @@ class Hdf5Source(_Described):
     def _file(self):
         """The file, checked to be the one the source was made from."""
         try:
-            same = _identity_of(os.stat(self._path)) == self._identity
+            same = identity(os.stat(self._path)) == self._identity
         except OSError:
             same = False
         if not same:

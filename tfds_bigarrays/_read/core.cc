@@ -383,8 +383,19 @@ class Descriptors {
       *fd = it->second.fd;
       return true;
     }
+    // Idle descriptors of an older file at this path (replaced since) go now:
+    // they would hold its disk space while no new reader can use them.
+    for (auto it2 = open_.begin(); it2 != open_.end();) {
+      if (it2->second.users == 0 && it2->second.name == name) {
+        close(it2->second.fd);
+        lru_.erase(it2->second.position);
+        it2 = open_.erase(it2);
+      } else {
+        ++it2;
+      }
+    }
     lru_.push_front(want);
-    open_[want] = Entry{*fd, 1, lru_.begin()};
+    open_[want] = Entry{*fd, 1, lru_.begin(), name};
     EvictLocked(limit_);
     return true;
   }
@@ -407,6 +418,7 @@ class Descriptors {
     int fd;
     int users;
     std::list<Identity>::iterator position;
+    std::string name;
   };
 
   Descriptors() {
@@ -994,7 +1006,7 @@ bool tbr_reader::ReadRuns(const std::vector<Run>& runs, const Job& job, Error* e
     if (mapped) {
       std::shared_ptr<const Mapping> m;
       if (!Mappings::Get().Acquire(file.name, file.identity, &m, error)) return false;
-      const int64_t avail = m->len - offset;
+      const int64_t avail = offset <= m->len ? m->len - offset : -1;
       if (avail < run.count * frame) {
         got = std::max<int64_t>(0, avail);
       } else {
@@ -1063,13 +1075,18 @@ bool tbr_reader::Read(const std::vector<Run>& runs, int64_t n, const int64_t* de
 extern "C" {
 
 tbr_layout* tbr_layout_new(const tbr_layout_config* config, char* err, size_t errlen) {
-  auto layout = std::make_unique<tbr_layout>();
-  Error error;
-  if (!BuildLayout(*config, layout.get(), &error)) {
-    Fill(err, errlen, error.message);
+  try {
+    auto layout = std::make_unique<tbr_layout>();
+    Error error;
+    if (!BuildLayout(*config, layout.get(), &error)) {
+      Fill(err, errlen, error.message);
+      return nullptr;
+    }
+    return layout.release();
+  } catch (const std::exception& e) {  // nothing may unwind into C or TF
+    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
     return nullptr;
   }
-  return layout.release();
 }
 
 void tbr_layout_free(tbr_layout* layout) { delete layout; }
@@ -1083,114 +1100,130 @@ int64_t tbr_output_row_bytes(const tbr_layout* layout, int64_t i) {
 
 int64_t tbr_decode_rows(const tbr_layout* layout, int64_t n_bufs, const int64_t* lens,
                         const char* const* names, char* err, size_t errlen) {
-  int64_t rows = 0;
-  for (int64_t i = 0; i < n_bufs; i++) {
-    if (lens[i] < 0 || lens[i] % layout->frame_bytes) {
-      Fill(err, errlen,
-           "Shard " + std::string(names[i]) + " gave a block of " + std::to_string(lens[i]) +
-               " bytes, not whole records of " + std::to_string(layout->frame_bytes) +
-               " bytes: it was truncated or altered after the build. Rebuild the dataset, or "
-               "restore the shard.");
-      return -1;
+  try {
+    int64_t rows = 0;
+    for (int64_t i = 0; i < n_bufs; i++) {
+      if (lens[i] < 0 || lens[i] % layout->frame_bytes) {
+        Fill(err, errlen,
+             "Shard " + std::string(names[i]) + " gave a block of " + std::to_string(lens[i]) +
+                 " bytes, not whole records of " + std::to_string(layout->frame_bytes) +
+                 " bytes: it was truncated or altered after the build. Rebuild the dataset, or "
+                 "restore the shard.");
+        return -1;
+      }
+      rows += lens[i] / layout->frame_bytes;
     }
-    rows += lens[i] / layout->frame_bytes;
+    return rows;
+  } catch (const std::exception& e) {  // nothing may unwind into C or TF
+    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
+    return -1;
   }
-  return rows;
 }
 
 int tbr_decode(const tbr_layout* layout, int64_t n_bufs, const uint8_t* const* bufs,
                const int64_t* lens, const char* const* names, const int64_t* first_rows,
                const int64_t* dest, uint8_t* const* outs, char* err, size_t errlen) {
-  const int64_t n = tbr_decode_rows(layout, n_bufs, lens, names, err, errlen);
-  if (n < 0) return -1;
-  std::vector<int64_t> identity;
-  if (dest == nullptr) {
-    identity.resize(static_cast<size_t>(n));
-    for (int64_t r = 0; r < n; r++) identity[r] = r;
-    dest = identity.data();
-  } else {
-    std::vector<uint8_t> seen(static_cast<size_t>(n), 0);
-    for (int64_t r = 0; r < n; r++) {
-      if (dest[r] < 0 || dest[r] >= n || seen[dest[r]]) {
-        Fill(err, errlen, "tfds_bigarrays read core: dest is not a permutation of the rows");
-        return -1;
+  try {
+    const int64_t n = tbr_decode_rows(layout, n_bufs, lens, names, err, errlen);
+    if (n < 0) return -1;
+    std::vector<int64_t> identity;
+    if (dest == nullptr) {
+      identity.resize(static_cast<size_t>(n));
+      for (int64_t r = 0; r < n; r++) identity[r] = r;
+      dest = identity.data();
+    } else {
+      std::vector<uint8_t> seen(static_cast<size_t>(n), 0);
+      for (int64_t r = 0; r < n; r++) {
+        if (dest[r] < 0 || dest[r] >= n || seen[dest[r]]) {
+          Fill(err, errlen, "tfds_bigarrays read core: dest is not a permutation of the rows");
+          return -1;
+        }
+        seen[dest[r]] = 1;
       }
-      seen[dest[r]] = 1;
     }
-  }
-  std::vector<uint8_t> junk(static_cast<size_t>(n * layout->junk_bytes));
-  std::vector<uint32_t> crcs(layout->verify ? static_cast<size_t>(n) : 0);
-  const Job job{layout, outs, dest, junk.data(), layout->verify ? crcs.data() : nullptr};
-  std::vector<Run> runs;
-  std::vector<std::string> buf_names;
-  int64_t row = 0;
-  for (int64_t i = 0; i < n_bufs; i++) {
-    const int64_t count = lens[i] / layout->frame_bytes;
-    CopyFrames(job, bufs[i], row, count);
-    runs.push_back({i, first_rows != nullptr ? first_rows[i] : 0, count});
-    buf_names.emplace_back(names[i]);
-    row += count;
-  }
-  Error error;
-  if (!Finish(job, n, runs, buf_names, first_rows != nullptr, &error)) {
-    Fill(err, errlen, error.message);
+    std::vector<uint8_t> junk(static_cast<size_t>(n * layout->junk_bytes));
+    std::vector<uint32_t> crcs(layout->verify ? static_cast<size_t>(n) : 0);
+    const Job job{layout, outs, dest, junk.data(), layout->verify ? crcs.data() : nullptr};
+    std::vector<Run> runs;
+    std::vector<std::string> buf_names;
+    int64_t row = 0;
+    for (int64_t i = 0; i < n_bufs; i++) {
+      const int64_t count = lens[i] / layout->frame_bytes;
+      CopyFrames(job, bufs[i], row, count);
+      runs.push_back({i, first_rows != nullptr ? first_rows[i] : 0, count});
+      buf_names.emplace_back(names[i]);
+      row += count;
+    }
+    Error error;
+    if (!Finish(job, n, runs, buf_names, first_rows != nullptr, &error)) {
+      Fill(err, errlen, error.message);
+      return -1;
+    }
+    return 0;
+  } catch (const std::exception& e) {  // nothing may unwind into C or TF
+    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
     return -1;
   }
-  return 0;
 }
 
 tbr_reader* tbr_reader_new(const tbr_reader_config* c, char* err, size_t errlen) {
-  auto reader = std::make_unique<tbr_reader>();
-  Error error;
-  if (!BuildLayout(c->layout, &reader->layout, &error)) {
-    Fill(err, errlen, error.message);
-    return nullptr;
-  }
-  if (c->n_reads < 0 || c->block_rows < 1 || c->group_blocks < 1 || c->lookahead < 0 ||
-      c->block_rows > kMaxRows || c->group_blocks > kMaxRows ||
-      c->block_rows * c->group_blocks > (int64_t{1} << 31)) {
-    Fill(err, errlen, "tfds_bigarrays read core: malformed reader (blocks or groups)");
-    return nullptr;
-  }
-  reader->block_rows = c->block_rows;
-  reader->group_blocks = c->group_blocks;
-  reader->lookahead = c->lookahead;
-  reader->shuffle = c->shuffle != 0;
-  reader->mapped = c->mapped != 0;
-  reader->starts.push_back(0);
-  std::map<std::string, int64_t> file_index;
-  int64_t mapped_bytes = 0;
-  for (int64_t i = 0; i < c->n_reads; i++) {
-    if (c->skips[i] < 0 || c->takes[i] < 0 || c->skips[i] > kMaxRows || c->takes[i] > kMaxRows ||
-        reader->starts.back() + c->takes[i] > kMaxRows) {
-      Fill(err, errlen, "tfds_bigarrays read core: read " + std::to_string(i) +
-                            " has a negative or huge skip or size");
+  try {
+    auto reader = std::make_unique<tbr_reader>();
+    Error error;
+    if (!BuildLayout(c->layout, &reader->layout, &error)) {
+      Fill(err, errlen, error.message);
       return nullptr;
     }
-    const std::string name = c->names[i];
-    auto it = file_index.find(name);
-    if (it == file_index.end()) {
-      File file{name, {-1, -1, -1, -1}};
-      if (c->identities != nullptr) {
-        std::copy(c->identities + 4 * i, c->identities + 4 * i + 4, file.identity.begin());
-      } else {
-        struct stat st;
-        if (stat(name.c_str(), &st) == 0) file.identity = IdentityOf(st);
-      }
-      mapped_bytes += std::max<int64_t>(0, file.identity[2]);
-      it = file_index.emplace(name, static_cast<int64_t>(reader->files.size())).first;
-      reader->files.push_back(file);
+    if (c->n_reads < 0 || c->block_rows < 1 || c->group_blocks < 1 || c->lookahead < 0 ||
+        c->block_rows > kMaxRows || c->group_blocks > (int64_t{1} << 31) / c->block_rows) {
+      Fill(err, errlen, "tfds_bigarrays read core: malformed reader (blocks or groups)");
+      return nullptr;
     }
-    reader->file_of_read.push_back(it->second);
-    reader->read_names.push_back(name);
-    reader->skips.push_back(c->skips[i]);
-    reader->starts.push_back(reader->starts.back() + c->takes[i]);
+    reader->block_rows = c->block_rows;
+    reader->group_blocks = c->group_blocks;
+    reader->lookahead = c->lookahead;
+    reader->shuffle = c->shuffle != 0;
+    reader->mapped = c->mapped != 0;
+    reader->starts.push_back(0);
+    std::map<std::string, int64_t> file_index;
+    int64_t mapped_bytes = 0;
+    for (int64_t i = 0; i < c->n_reads; i++) {
+      // Every byte offset of a read fits int64 (frame_bytes <= 2^31, rows <= 2^40).
+      if (c->skips[i] < 0 || c->takes[i] < 0 || c->skips[i] > kMaxRows || c->takes[i] > kMaxRows ||
+          reader->starts.back() + c->takes[i] > kMaxRows ||
+          c->skips[i] + c->takes[i] > (int64_t{1} << 62) / reader->layout.frame_bytes) {
+        Fill(err, errlen, "tfds_bigarrays read core: read " + std::to_string(i) +
+                              " has a negative or huge skip or size");
+        return nullptr;
+      }
+      const std::string name = c->names[i];
+      auto it = file_index.find(name);
+      if (it == file_index.end()) {
+        File file{name, {-1, -1, -1, -1}};
+        if (c->identities != nullptr) {
+          std::copy(c->identities + 4 * i, c->identities + 4 * i + 4, file.identity.begin());
+        } else {
+          struct stat st;
+          if (stat(name.c_str(), &st) == 0) file.identity = IdentityOf(st);
+        }
+        mapped_bytes += std::max<int64_t>(0, file.identity[2]);
+        it = file_index.emplace(name, static_cast<int64_t>(reader->files.size())).first;
+        reader->files.push_back(file);
+      }
+      reader->file_of_read.push_back(it->second);
+      reader->read_names.push_back(name);
+      reader->skips.push_back(c->skips[i]);
+      reader->starts.push_back(reader->starts.back() + c->takes[i]);
+    }
+    reader->num_rows = reader->starts.back();
+    reader->num_blocks = (reader->num_rows + reader->block_rows - 1) / reader->block_rows;
+    reader->num_groups = (reader->num_blocks + reader->group_blocks - 1) / reader->group_blocks;
+    if (reader->mapped) Mappings::Get().Reserve(mapped_bytes);
+    return reader.release();
+  } catch (const std::exception& e) {  // nothing may unwind into C or TF
+    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
+    return nullptr;
   }
-  reader->num_rows = reader->starts.back();
-  reader->num_blocks = (reader->num_rows + reader->block_rows - 1) / reader->block_rows;
-  reader->num_groups = (reader->num_blocks + reader->group_blocks - 1) / reader->group_blocks;
-  if (reader->mapped) Mappings::Get().Reserve(mapped_bytes);
-  return reader.release();
 }
 
 void tbr_reader_free(tbr_reader* reader) { delete reader; }
@@ -1207,85 +1240,104 @@ int64_t tbr_group_rows(const tbr_reader* reader, int64_t group) {
 
 int tbr_read_group(tbr_reader* reader, int64_t group, uint64_t seed, uint8_t* const* outs,
                    char* err, size_t errlen) {
-  if (group < 0 || group >= reader->num_groups) {
-    Fill(err, errlen, "group=" + std::to_string(group) + " is not in [0, " +
-                          std::to_string(reader->num_groups) + ").");
-    return -1;
-  }
-  seed &= kSeedMask;
-  const int64_t ahead = group + reader->lookahead;
-  if (reader->lookahead > 0 && ahead < reader->num_groups) {
-    // While cold, announce every group's look-ahead; while warm, probe now and then.
-    if (--reader->countdown <= 0 || reader->cold.load()) {
-      reader->countdown = kWarmProbeEvery;
-      const double per_run = reader->Advise(reader->Runs(reader->Blocks(ahead, seed)));
-      reader->cold = per_run > kColdHintSeconds || reader->slow_read.load();
+  try {
+    if (group < 0 || group >= reader->num_groups) {
+      Fill(err, errlen, "group=" + std::to_string(group) + " is not in [0, " +
+                            std::to_string(reader->num_groups) + ").");
+      return -1;
     }
-  }
-  const std::vector<Run> runs = reader->Runs(reader->Blocks(group, seed));
-  const int64_t n = tbr_group_rows(reader, group);
-  std::vector<int64_t> dest(static_cast<size_t>(n));
-  if (reader->shuffle) {
-    RowOrder(seed, static_cast<uint64_t>(group), n, dest.data());
-  } else {
-    for (int64_t i = 0; i < n; i++) dest[i] = i;
-  }
-  Error error;
-  if (!reader->Read(runs, n, dest.data(), outs, &error)) {
-    Fill(err, errlen, error.message);
+    seed &= kSeedMask;
+    const int64_t ahead = group + reader->lookahead;
+    if (reader->lookahead > 0 && ahead < reader->num_groups) {
+      // While cold, announce every group's look-ahead; while warm, probe now and then.
+      if (--reader->countdown <= 0 || reader->cold.load()) {
+        reader->countdown = kWarmProbeEvery;
+        const double per_run = reader->Advise(reader->Runs(reader->Blocks(ahead, seed)));
+        reader->cold = per_run > kColdHintSeconds || reader->slow_read.load();
+      }
+    }
+    const std::vector<Run> runs = reader->Runs(reader->Blocks(group, seed));
+    const int64_t n = tbr_group_rows(reader, group);
+    std::vector<int64_t> dest(static_cast<size_t>(n));
+    if (reader->shuffle) {
+      RowOrder(seed, static_cast<uint64_t>(group), n, dest.data());
+    } else {
+      for (int64_t i = 0; i < n; i++) dest[i] = i;
+    }
+    Error error;
+    if (!reader->Read(runs, n, dest.data(), outs, &error)) {
+      Fill(err, errlen, error.message);
+      return -1;
+    }
+    return 0;
+  } catch (const std::exception& e) {  // nothing may unwind into C or TF
+    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
     return -1;
   }
-  return 0;
 }
 
 int tbr_read_rows(tbr_reader* reader, int64_t n, const int64_t* rows, uint8_t* const* outs,
                   char* err, size_t errlen) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i++) {
-    if (rows[i] < 0 || rows[i] >= reader->num_rows) {
-      Fill(err, errlen, "index " + std::to_string(rows[i]) + " is out of range for a split of " +
-                            std::to_string(reader->num_rows) + " examples.");
+  try {
+    if (n < 0 || n > (int64_t{1} << 31)) {
+      Fill(err, errlen, "tfds_bigarrays read core: " + std::to_string(n) + " rows asked for");
       return -1;
     }
-    order[i] = i;
-  }
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return rows[a] < rows[b]; });
-  std::vector<Run> runs;
-  std::vector<int64_t> dest(static_cast<size_t>(n));
-  for (int64_t k = 0; k < n; k++) {
-    const int64_t row = rows[order[k]];
-    const int64_t r =
-        std::upper_bound(reader->starts.begin(), reader->starts.end(), row) - reader->starts.begin() - 1;
-    const int64_t frame = row - reader->starts[r] + reader->skips[r];
-    dest[k] = order[k];
-    if (!runs.empty() && runs.back().read == r && runs.back().frame + runs.back().count == frame) {
-      runs.back().count++;
-    } else {
-      runs.push_back({r, frame, 1});
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; i++) {
+      if (rows[i] < 0 || rows[i] >= reader->num_rows) {
+        Fill(err, errlen, "index " + std::to_string(rows[i]) + " is out of range for a split of " +
+                              std::to_string(reader->num_rows) + " examples.");
+        return -1;
+      }
+      order[i] = i;
     }
-  }
-  Error error;
-  if (!reader->Read(runs, n, dest.data(), outs, &error)) {
-    Fill(err, errlen, error.message);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return rows[a] < rows[b]; });
+    std::vector<Run> runs;
+    std::vector<int64_t> dest(static_cast<size_t>(n));
+    for (int64_t k = 0; k < n; k++) {
+      const int64_t row = rows[order[k]];
+      const int64_t r =
+          std::upper_bound(reader->starts.begin(), reader->starts.end(), row) - reader->starts.begin() - 1;
+      const int64_t frame = row - reader->starts[r] + reader->skips[r];
+      dest[k] = order[k];
+      if (!runs.empty() && runs.back().read == r && runs.back().frame + runs.back().count == frame) {
+        runs.back().count++;
+      } else {
+        runs.push_back({r, frame, 1});
+      }
+    }
+    Error error;
+    if (!reader->Read(runs, n, dest.data(), outs, &error)) {
+      Fill(err, errlen, error.message);
+      return -1;
+    }
+    return 0;
+  } catch (const std::exception& e) {  // nothing may unwind into C or TF
+    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
     return -1;
   }
-  return 0;
 }
 
 int tbr_check_file(const char* name, const int64_t* identity, char* err, size_t errlen) {
-  struct stat st;
-  Identity want;
-  std::copy(identity, identity + 4, want.begin());
-  if (stat(name, &st) != 0) {
-    Fill(err, errlen, OpenError(name, errno));
+  try {
+    struct stat st;
+    Identity want;
+    std::copy(identity, identity + 4, want.begin());
+    if (stat(name, &st) != 0) {
+      Fill(err, errlen, OpenError(name, errno));
+      return -1;
+    }
+    if (IdentityOf(st) != want) {
+      Fill(err, errlen, ChangedError(name));
+      return -1;
+    }
+    return 0;
+  } catch (const std::exception& e) {  // nothing may unwind into C or TF
+    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
     return -1;
   }
-  if (IdentityOf(st) != want) {
-    Fill(err, errlen, ChangedError(name));
-    return -1;
-  }
-  return 0;
 }
 
 void tbr_permute(uint64_t n, uint64_t seed, int64_t count, const int64_t* in, int64_t* out) {

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from tfds_bigarrays._errors import TfdsBigarraysError
+from tfds_bigarrays._files import Identity
+from tfds_bigarrays._files import identity as file_identity
 from tfds_bigarrays._format.records import RecordCodec
 from tfds_bigarrays._read.plan import ReadError, RecordLayout, ShardRead, record_layout
 
@@ -94,6 +96,8 @@ def lib() -> ctypes.CDLL:
     sig = {
         "tbr_layout_new": (ctypes.c_void_p, [ctypes.POINTER(_LayoutConfig), ctypes.c_char_p, ctypes.c_size_t]),
         "tbr_layout_free": (None, [ctypes.c_void_p]),
+        "tbr_output_row_bytes": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_int64]),
+        "tbr_reader_layout": (ctypes.c_void_p, [ctypes.c_void_p]),
         "tbr_decode_rows": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_int64, _I64, _STRS, ctypes.c_char_p, ctypes.c_size_t]),
         "tbr_decode": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p), _I64, _STRS, _I64, _I64, ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]),
         "tbr_reader_new": (ctypes.c_void_p, [ctypes.POINTER(_ReaderConfig), ctypes.c_char_p, ctypes.c_size_t]),
@@ -167,15 +171,21 @@ def _outputs(layout: RecordLayout, n: int) -> tuple[list[np.ndarray], Any]:
     return arrays, pointers
 
 
+def _check_rows(handle: int, layout: RecordLayout) -> None:
+    """The numpy outputs hold exactly the rows the core writes (as op.cc checks)."""
+    for i, spec in enumerate(layout.specs):
+        if lib().tbr_output_row_bytes(handle, i) != spec.row_bytes:
+            raise ShardReadError(f"tfds_bigarrays read core: output {i} does not match its field")
+
+
 def _check(status: int, err: Any) -> None:
     if status != 0:
         raise ShardReadError(err.value.decode(errors="replace"))
 
 
-def identity(filename: str) -> tuple[int, int, int, int]:
+def identity(filename: str) -> Identity:
     """What the core checks a shard against when it opens it (see core.h)."""
-    st = os.stat(filename)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return file_identity(os.stat(filename))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -264,6 +274,7 @@ class Reader:
         self._handle = handle
         # Freed with the reader; not at exit, when the library may be gone first.
         weakref.finalize(self, lib().tbr_reader_free, handle).atexit = False
+        _check_rows(lib().tbr_reader_layout(handle), self.layout)
         self.num_rows = lib().tbr_num_rows(handle)
         self.num_groups = lib().tbr_num_groups(handle)
 
@@ -325,6 +336,11 @@ def decode(
       dest: frame r goes to output row dest[r] (None: row r).
       verify: check every record's CRC32C.
     """
+    if len(names) != len(blocks) or (first_rows is not None and len(first_rows) != len(blocks)):
+        raise ValueError(
+            f"decode: {len(blocks)} blocks need as many names and first rows "
+            f"(got {len(names)}, {None if first_rows is None else len(first_rows)})."
+        )
     layout = record_layout(codec)
     keep = _Keep()
     config = _layout_config(layout, verify=verify, keep=keep)
@@ -339,6 +355,9 @@ def decode(
         n = lib().tbr_decode_rows(handle, len(blocks), _ptr(lens, _I64), c_names, err, _ERR_BYTES)
         if n < 0:
             raise ShardReadError(err.value.decode(errors="replace"))
+        if dest is not None and len(dest) != n:
+            raise ValueError(f"decode: dest has {len(dest)} rows, the blocks {n}.")
+        _check_rows(handle, layout)
         arrays, pointers = _outputs(layout, n)
         c_bufs = (ctypes.c_void_p * max(1, len(bufs)))(*[b.ctypes.data for b in bufs])
         c_first = _i64(first_rows) if first_rows is not None else None
@@ -369,9 +388,10 @@ def row_order(seed: int, group: int, n: int) -> np.ndarray:
 
 
 def crc32c(data: bytes | np.ndarray, *, level: int = -1) -> int:
-    """CRC32C of `data` on the core's path `level` (0 table, 1 CRC32, 2 folding, -1 best)."""
-    buf = np.frombuffer(bytes(data), np.uint8) if len(data) else np.zeros(1, np.uint8)
-    return lib().tbr_crc32c(buf.ctypes.data, len(data), level)
+    """CRC32C of the bytes of `data` on the core's path `level` (0 table, 1 CRC32, 2 folding, -1 best)."""
+    raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    buf = np.frombuffer(raw, np.uint8) if raw else np.zeros(1, np.uint8)
+    return lib().tbr_crc32c(buf.ctypes.data, len(raw), level)
 
 
 def crc_level() -> int:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_bigarrays._format.layout import Layout, check_against_info
 from tfds_bigarrays._format.records import BYTES, feature_encoding
 from tfds_bigarrays._format.spec import FeatureSpec
 
@@ -32,3 +33,16 @@ def from_tfds_features(features: tfds.features.FeaturesDict) -> dict[str, Featur
         info = feature.get_tensor_info()
         specs[name] = FeatureSpec(dtype=np.dtype(info.np_dtype), shape=info.shape)
     return specs
+
+
+def check_layout_with_builder(layout: Layout, builder: tfds.core.DatasetBuilder) -> None:
+    """`check_against_info` of a layout and the TFDS metadata of its folder."""
+    check_against_info(
+        layout,
+        directory=builder.data_path,
+        features=from_tfds_features(builder.info.features),
+        splits={
+            name: (list(s.shard_lengths), int(s.num_bytes))
+            for name, s in builder.info.splits.items()
+        },
+    )

@@ -27,9 +27,9 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfds_bigarrays._format.layout import Layout, check_against_info, read_layout
+from tfds_bigarrays._format.layout import Layout, read_layout
 from tfds_bigarrays._read import op as _op
-from tfds_bigarrays._read.features import from_tfds_features
+from tfds_bigarrays._read.features import check_layout_with_builder
 from tfds_bigarrays._read.lazy import LazyDataset
 from tfds_bigarrays._read.options import ReadOptions, resolve
 from tfds_bigarrays._read.plan import (
@@ -372,15 +372,7 @@ def layout_of(builder: tfds.core.DatasetBuilder) -> Layout | None:
     if _LAYOUT_ATTR not in builder.__dict__:
         layout = read_layout(builder.data_path)
         if layout is not None:
-            check_against_info(
-                layout,
-                directory=builder.data_path,
-                features=from_tfds_features(builder.info.features),
-                splits={
-                    name: (list(s.shard_lengths), int(s.num_bytes))
-                    for name, s in builder.info.splits.items()
-                },
-            )
+            check_layout_with_builder(layout, builder)
         builder.__dict__[_LAYOUT_ATTR] = layout
     return builder.__dict__[_LAYOUT_ATTR]
 

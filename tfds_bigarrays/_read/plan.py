@@ -18,6 +18,7 @@ import numpy as np
 from etils import epath
 
 from tfds_bigarrays._errors import TfdsBigarraysError
+from tfds_bigarrays._files import Identity, identity
 from tfds_bigarrays._format.records import INT64, RecordCodec
 from tfds_bigarrays._format.spec import FeatureSpec
 
@@ -71,9 +72,6 @@ class ShardRead:
     shard_rows: int
 
 
-Identity = tuple[int, int, int, int]  # device, inode, size, mtime in ns (core.h)
-
-
 def share_of_reads(reads: Sequence[ShardRead], *, num_shares: int, index: int) -> list[ShardRead]:
     """Share `index` of `num_shares` of the reads.
 
@@ -109,7 +107,7 @@ def shard_identities(reads: Sequence[ShardRead], *, frame_bytes: int) -> tuple[I
                 size, ident = epath.Path(r.filename).stat().length, (0, 0, 0, 0)
             else:
                 st = os.stat(r.filename)
-                size, ident = st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                size, ident = st.st_size, identity(st)
         except OSError as e:
             raise ReadError(
                 f"Shard {r.filename} is missing or unreadable ({e.strerror}). The dataset "

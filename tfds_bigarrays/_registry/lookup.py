@@ -169,7 +169,7 @@ def _version_key(v: str) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=1)
 def _env_registry(value: str) -> Registry:
-    return Registry.from_env()
+    return Registry.from_files(_env.REGISTRY.parse(value))
 
 
 def env_registry() -> Registry:

@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 
 from etils import epath
 
 from tfds_bigarrays._build.plan import VERSION
-from tfds_bigarrays._build.scratch import OWNER_FILE, owned, remove_abandoned
+from tfds_bigarrays._build.scratch import OWNER_FILE, locked, owned, remove_abandoned
+from tfds_bigarrays._files import version_identity
 from tfds_bigarrays._registry.lookup import (
     SHARDS_FILENAME,
     Registry,
     RegistryError,
     check_name,
 )
+
+
+@contextlib.contextmanager
+def _held(source: epath.Path, version: str) -> Iterator[None]:
+    """The source version, kept from being swapped by an overwrite while it is copied.
+
+    An overwrite swaps versions under this lock (`_build/builder.py`); where the
+    lock cannot be taken (a folder this user cannot write), the version's
+    identity is compared before and after the copy instead.
+    """
+    before = version_identity(source)
+    try:
+        lock = locked(source.parent / f".{version}.lock")
+        lock.__enter__()
+    except OSError:
+        lock = None
+    try:
+        yield
+        if version_identity(source) != before:
+            raise RegistryError(
+                f"{source} was rebuilt while it was being published; nothing was published. "
+                "Publish it again."
+            )
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
 
 
 def sha256_of(path: epath.Path, *, chunk: int = 8 << 20) -> str:
@@ -62,7 +91,7 @@ def publish(source_dir: epath.PathLike, *, registry: Registry, namespace: str) -
     tmp = target.parent / f".{version}.incomplete-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        with owned(tmp):
+        with owned(tmp), _held(source, version):
             shards = {}
             for item in source.iterdir():
                 if item.is_dir() or item.name == OWNER_FILE:

@@ -9,12 +9,13 @@ import json
 import os
 
 import google_crc32c
+import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import read_only_builder
 
-from tfds_bigarrays._format.layout import LAYOUT_FILENAME, Layout, check_against_info, read_layout
+from tfds_bigarrays._format.layout import LAYOUT_FILENAME, Layout, read_layout
 from tfds_bigarrays._read import core
-from tfds_bigarrays._read.features import from_tfds_features
+from tfds_bigarrays._read.features import check_layout_with_builder
 from tfds_bigarrays._registry.lookup import SHARDS_FILENAME, RegistryError
 
 _CHUNK_FRAMES_BYTES = 16 << 20
@@ -49,44 +50,23 @@ def _info(directory: epath.Path) -> dict:
     return info
 
 
-def _splits(info: dict, directory: epath.Path) -> list[tuple[str, list[int], list[epath.Path]]]:
-    out = []
-    for split in info.get("splits", []):
-        lengths = [int(n) for n in split.get("shardLengths", [])]
-        n = len(lengths)
-        files = [
-            directory / f"{info['name']}-{split['name']}.tfrecord-{i:05d}-of-{n:05d}"
-            for i in range(n)
-        ]
-        out.append((split["name"], lengths, files))
-    return out
-
-
-def checked_layout(directory: epath.Path) -> tuple[Layout, dict]:
-    """The layout file, cross-checked with features.json and dataset_info.json."""
+def checked_layout(directory: epath.Path) -> tuple[Layout, dict, tfds.core.DatasetBuilder]:
+    """The layout file, cross-checked with features.json and dataset_info.json;
+    with dataset_info.json's content and TFDS's reading of the folder."""
     layout = read_layout(directory)
     if layout is None:
         raise RegistryError(f"{directory} is not a tfds_bigarrays dataset (no {LAYOUT_FILENAME}).")
     info = _info(directory)
     try:
-        features = from_tfds_features(
-            read_only_builder.builder_from_directory(directory).info.features
-        )
+        builder = read_only_builder.builder_from_directory(directory)
+        builder.info.features  # noqa: B018 - parsed now, to name a damaged file
     except Exception as e:  # TFDS raises many types for a damaged folder; all mean the same here
         raise RegistryError(
             f"{directory}: features.json or dataset_info.json cannot be read by TFDS ({e}). "
             "Rebuild the dataset, or restore the files."
         ) from None
-    check_against_info(
-        layout,
-        directory=directory,
-        features=features,
-        splits={
-            str(s["name"]): ([int(n) for n in s.get("shardLengths", [])], int(s.get("numBytes", 0)))
-            for s in info.get("splits", [])
-        },
-    )
-    return layout, info
+    check_layout_with_builder(layout, builder)
+    return layout, info, builder
 
 
 def verify(directory: epath.PathLike, *, quick: bool = False) -> list[ShardReport]:
@@ -99,7 +79,7 @@ def verify(directory: epath.PathLike, *, quick: bool = False) -> list[ShardRepor
     each record's CRC32C).
     """
     directory = epath.Path(directory)
-    layout, info = checked_layout(directory)
+    layout, _, builder = checked_layout(directory)
     codec = layout.codec()
     recorded = {}
     if (directory / SHARDS_FILENAME).exists():
@@ -114,12 +94,13 @@ def verify(directory: epath.PathLike, *, quick: bool = False) -> list[ShardRepor
         if isinstance(r, dict)
     }
     reports = []
-    for split, lengths, files in _splits(info, directory):
-        for rows, path in zip(lengths, files, strict=True):
+    for split in builder.info.splits.values():
+        for rows, path in zip(split.shard_lengths, split.filepaths, strict=True):
+            path = directory / path.name  # a published copy: the files beside its metadata
             reports.append(
                 _verify_shard(
                     path,
-                    split,
+                    split.name,
                     rows,
                     codec,
                     recorded.get(path.name),

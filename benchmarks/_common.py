@@ -25,9 +25,11 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_child(script: str, *args: str, timeout: float = 3600) -> dict:
+def run_child(
+    script: str, *args: str, timeout: float = 3600, env: dict[str, str] | None = None
+) -> dict:
     """Runs `script --child ARGS` in a fresh interpreter; returns its RESULT json."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     proc = subprocess.run(
         [sys.executable, script, "--child", *args],
         capture_output=True,

@@ -14,41 +14,24 @@ ratio to in-memory per round.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from _common import run_child  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve()
 ROOT = HERE.parent.parent
 
 
 def run(checkout: pathlib.Path, contender: str, kind: str, work: pathlib.Path) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(checkout)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(checkout / "benchmarks" / "read_throughput.py"),
-            "--child",
-            "--contender",
-            contender,
-            "--kind",
-            kind,
-            "--src",
-            str(work / kind),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=3600,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{checkout} {contender} {kind}:\n{proc.stderr[-3000:]}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])
+    return run_child(
+        str(checkout / "benchmarks" / "read_throughput.py"),
+        "--contender", contender, "--kind", kind, "--src", str(work / kind),
+        env={"PYTHONPATH": str(checkout)},
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -153,3 +153,22 @@ def stop_process_groups(procs: list[subprocess.Popen], *, timeout: float = 30) -
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextlib.contextmanager
+def tmpfs(path: pathlib.Path, *, size: str = "1m", read_only: bool = False):
+    """A real tmpfs mounted at `path` (a small disk, or a read-only one); needs root."""
+    path.mkdir()
+    options = f"size={size}" + (",ro" if read_only else "")
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {e}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -4,7 +4,6 @@ silently wrong."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import shutil
@@ -18,7 +17,7 @@ import uuid
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import run_cli
+from conftest import run_cli, tmpfs
 
 import tfds_bigarrays as tb
 from tfds_bigarrays._registry.lookup import Registry
@@ -127,28 +126,11 @@ def test_kill_9_at_each_stage_then_rerun(tmp_path, stage):
     assert sorted(p.name for p in (data / "faulty").iterdir()) == ["1.0.0"]
 
 
-@contextlib.contextmanager
-def _tiny_disk(path: pathlib.Path, size: str):
-    path.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {e}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_disk_full_fails_cleanly_and_loses_nothing(tmp_path):
     x = np.random.default_rng(0).normal(size=(4000, 256)).astype(np.float32)  # 4 MB
     np.save(tmp_path / "x.npy", x)
     before = (tmp_path / "x.npy").read_bytes()
-    with _tiny_disk(tmp_path / "disk", "1m") as disk:
+    with tmpfs(tmp_path / "disk", size="1m") as disk:
         proc = run_cli(
             "build", "full", "--data-dir", str(disk), "--split", f"train:x={tmp_path / 'x.npy'}",
             "--shard-size", "256KiB",

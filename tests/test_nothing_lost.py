@@ -6,7 +6,6 @@ signals, a real tmpfs for the full disk.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -20,7 +19,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import run_cli, run_python
+from conftest import run_cli, run_python, tmpfs
 
 import tfds_bigarrays as tb
 from tfds_bigarrays._build.sources import NpyFileSource, SourceError
@@ -143,28 +142,11 @@ def test_item1_a_source_error_half_way_keeps_the_old_version(kept):
     assert _leftovers(data) == []
 
 
-@contextlib.contextmanager
-def _tiny_disk(path: pathlib.Path, size: str):
-    path.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {e}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_item1_a_full_disk_during_an_overwrite_keeps_the_old_version(tmp_path):
     small = np.arange(300 * 256, dtype=np.float32).reshape(300, 256)  # 300 KiB
     np.save(tmp_path / "small.npy", small)
     np.save(tmp_path / "big.npy", np.zeros((900, 256), np.float32))  # 900 KiB
-    with _tiny_disk(tmp_path / "disk", "1m") as disk:
+    with tmpfs(tmp_path / "disk", size="1m") as disk:
         args = ("--data-dir", str(disk), "--shard-size", "64KiB")
         proc = run_cli("build", "kept", "--split", f"train:x={tmp_path / 'small.npy'}", *args)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -567,21 +549,12 @@ def test_item12_a_build_into_an_unwritable_directory():
 
 
 def test_item12_a_build_onto_a_read_only_file_system(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
-                       check=True, capture_output=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {e}")
-    try:
+    with tmpfs(tmp_path / "ro", read_only=True) as ro:
         np.save(tmp_path / "x.npy", np.zeros((4, 2)))
         proc = run_cli(
             "build", "t", "--data-dir", str(ro / "d"), "--split", f"train:x={tmp_path / 'x.npy'}"
         )
         assert "cannot be written" in _one_line_error(proc)
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
 @pytest.mark.parametrize(

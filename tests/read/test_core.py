@@ -20,22 +20,14 @@ import tfds_bigarrays as tb
 from tfds_bigarrays._format.layout import read_layout
 from tfds_bigarrays._format.permutation import Permutation
 from tfds_bigarrays._format.records import unframe
-from tfds_bigarrays._read import core
+from tfds_bigarrays._read import core, plan
 from tfds_bigarrays._read.plan import ShardRead
 
 _M64 = (1 << 64) - 1
 
 
 def shard_reads(builder, split="train") -> list[ShardRead]:
-    return [
-        ShardRead(
-            filename=str(fi.filename),
-            skip=int(fi.skip),
-            take=int(fi.take),
-            shard_rows=int(fi.examples_in_shard),
-        )
-        for fi in builder.info.splits[split].file_instructions
-    ]
+    return plan.shard_reads(builder.info.splits[split].file_instructions)
 
 
 def reader(builder, split="train", **kwargs) -> core.Reader:

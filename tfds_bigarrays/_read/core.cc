@@ -75,6 +75,18 @@ void Fill(char* err, size_t errlen, const std::string& message) {
   err[n] = '\0';
 }
 
+// Runs `body`; an exception (an allocation that fails, say) becomes a message
+// in `err` and `fail`: nothing may unwind into C callers or TensorFlow.
+template <class R, class F>
+R Guarded(char* err, size_t errlen, R fail, F&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
+    return fail;
+  }
+}
+
 std::string OpenError(const std::string& name, int e) {
   if (e == EMFILE || e == ENFILE) {
     return "Could not open shard " + name + ": too many open files (" + std::strerror(e) +
@@ -1075,7 +1087,7 @@ bool tbr_reader::Read(const std::vector<Run>& runs, int64_t n, const int64_t* de
 extern "C" {
 
 tbr_layout* tbr_layout_new(const tbr_layout_config* config, char* err, size_t errlen) {
-  try {
+  return Guarded<tbr_layout*>(err, errlen, nullptr, [&]() -> tbr_layout* {
     auto layout = std::make_unique<tbr_layout>();
     Error error;
     if (!BuildLayout(*config, layout.get(), &error)) {
@@ -1083,10 +1095,7 @@ tbr_layout* tbr_layout_new(const tbr_layout_config* config, char* err, size_t er
       return nullptr;
     }
     return layout.release();
-  } catch (const std::exception& e) {  // nothing may unwind into C or TF
-    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
-    return nullptr;
-  }
+  });
 }
 
 void tbr_layout_free(tbr_layout* layout) { delete layout; }
@@ -1100,7 +1109,7 @@ int64_t tbr_output_row_bytes(const tbr_layout* layout, int64_t i) {
 
 int64_t tbr_decode_rows(const tbr_layout* layout, int64_t n_bufs, const int64_t* lens,
                         const char* const* names, char* err, size_t errlen) {
-  try {
+  return Guarded<int64_t>(err, errlen, -1, [&]() -> int64_t {
     int64_t rows = 0;
     for (int64_t i = 0; i < n_bufs; i++) {
       if (lens[i] < 0 || lens[i] % layout->frame_bytes) {
@@ -1114,16 +1123,13 @@ int64_t tbr_decode_rows(const tbr_layout* layout, int64_t n_bufs, const int64_t*
       rows += lens[i] / layout->frame_bytes;
     }
     return rows;
-  } catch (const std::exception& e) {  // nothing may unwind into C or TF
-    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
-    return -1;
-  }
+  });
 }
 
 int tbr_decode(const tbr_layout* layout, int64_t n_bufs, const uint8_t* const* bufs,
                const int64_t* lens, const char* const* names, const int64_t* first_rows,
                const int64_t* dest, uint8_t* const* outs, char* err, size_t errlen) {
-  try {
+  return Guarded<int>(err, errlen, -1, [&]() -> int {
     const int64_t n = tbr_decode_rows(layout, n_bufs, lens, names, err, errlen);
     if (n < 0) return -1;
     std::vector<int64_t> identity;
@@ -1160,14 +1166,11 @@ int tbr_decode(const tbr_layout* layout, int64_t n_bufs, const uint8_t* const* b
       return -1;
     }
     return 0;
-  } catch (const std::exception& e) {  // nothing may unwind into C or TF
-    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
-    return -1;
-  }
+  });
 }
 
 tbr_reader* tbr_reader_new(const tbr_reader_config* c, char* err, size_t errlen) {
-  try {
+  return Guarded<tbr_reader*>(err, errlen, nullptr, [&]() -> tbr_reader* {
     auto reader = std::make_unique<tbr_reader>();
     Error error;
     if (!BuildLayout(c->layout, &reader->layout, &error)) {
@@ -1220,10 +1223,7 @@ tbr_reader* tbr_reader_new(const tbr_reader_config* c, char* err, size_t errlen)
     reader->num_groups = (reader->num_blocks + reader->group_blocks - 1) / reader->group_blocks;
     if (reader->mapped) Mappings::Get().Reserve(mapped_bytes);
     return reader.release();
-  } catch (const std::exception& e) {  // nothing may unwind into C or TF
-    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
-    return nullptr;
-  }
+  });
 }
 
 void tbr_reader_free(tbr_reader* reader) { delete reader; }
@@ -1240,7 +1240,7 @@ int64_t tbr_group_rows(const tbr_reader* reader, int64_t group) {
 
 int tbr_read_group(tbr_reader* reader, int64_t group, uint64_t seed, uint8_t* const* outs,
                    char* err, size_t errlen) {
-  try {
+  return Guarded<int>(err, errlen, -1, [&]() -> int {
     if (group < 0 || group >= reader->num_groups) {
       Fill(err, errlen, "group=" + std::to_string(group) + " is not in [0, " +
                             std::to_string(reader->num_groups) + ").");
@@ -1270,15 +1270,12 @@ int tbr_read_group(tbr_reader* reader, int64_t group, uint64_t seed, uint8_t* co
       return -1;
     }
     return 0;
-  } catch (const std::exception& e) {  // nothing may unwind into C or TF
-    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
-    return -1;
-  }
+  });
 }
 
 int tbr_read_rows(tbr_reader* reader, int64_t n, const int64_t* rows, uint8_t* const* outs,
                   char* err, size_t errlen) {
-  try {
+  return Guarded<int>(err, errlen, -1, [&]() -> int {
     if (n < 0 || n > (int64_t{1} << 31)) {
       Fill(err, errlen, "tfds_bigarrays read core: " + std::to_string(n) + " rows asked for");
       return -1;
@@ -1314,14 +1311,11 @@ int tbr_read_rows(tbr_reader* reader, int64_t n, const int64_t* rows, uint8_t* c
       return -1;
     }
     return 0;
-  } catch (const std::exception& e) {  // nothing may unwind into C or TF
-    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
-    return -1;
-  }
+  });
 }
 
 int tbr_check_file(const char* name, const int64_t* identity, char* err, size_t errlen) {
-  try {
+  return Guarded<int>(err, errlen, -1, [&]() -> int {
     struct stat st;
     Identity want;
     std::copy(identity, identity + 4, want.begin());
@@ -1334,10 +1328,7 @@ int tbr_check_file(const char* name, const int64_t* identity, char* err, size_t 
       return -1;
     }
     return 0;
-  } catch (const std::exception& e) {  // nothing may unwind into C or TF
-    Fill(err, errlen, std::string("tfds_bigarrays read core: ") + e.what());
-    return -1;
-  }
+  });
 }
 
 void tbr_permute(uint64_t n, uint64_t seed, int64_t count, const int64_t* in, int64_t* out) {

@@ -35,9 +35,9 @@ from tfds_bigarrays._read.options import ReadOptions, resolve
 from tfds_bigarrays._read.plan import (
     ReadError,
     ReadPlan,
-    ShardRead,
     pieces,
     plan_read,
+    shard_reads,
     share_of_reads,
 )
 
@@ -240,18 +240,6 @@ def _unbatch(ds: tf.data.Dataset, plan: ReadPlan) -> tf.data.Dataset:
 # ---------------------------------------------------------------- tfds.load
 
 
-def _shard_reads(builder: tfds.core.DatasetBuilder, split: Any) -> list[ShardRead]:
-    return [
-        ShardRead(
-            filename=str(fi.filename),
-            skip=int(fi.skip),
-            take=int(fi.take),
-            shard_rows=int(fi.examples_in_shard),
-        )
-        for fi in builder.info.splits[split].file_instructions
-    ]
-
-
 def _element_spec(plan: ReadPlan, keys: Any) -> Any:
     lead = [None] if plan.batch_size else []
     specs = {
@@ -281,7 +269,7 @@ def as_dataset(
             f"as_supervised=True but {builder.name} has no supervised keys; build "
             "it with --supervised x,y (or SUPERVISED_KEYS), or use as_supervised=False."
         )
-    reads = _shard_reads(builder, split)
+    reads = shard_reads(builder.info.splits[split].file_instructions)
     if not reads:  # as stock TFDS says it, for an empty selection such as train[10:10]
         instructions = builder.info.splits[split].file_instructions
         raise ValueError(f"Instruction {instructions} corresponds to no data!")

@@ -72,6 +72,19 @@ class ShardRead:
     shard_rows: int
 
 
+def shard_reads(file_instructions: Sequence[Any]) -> list[ShardRead]:
+    """The reads of TFDS's file instructions for a split (`SplitInfo.file_instructions`)."""
+    return [
+        ShardRead(
+            filename=str(fi.filename),
+            skip=int(fi.skip),
+            take=int(fi.take),
+            shard_rows=int(fi.examples_in_shard),
+        )
+        for fi in file_instructions
+    ]
+
+
 def share_of_reads(reads: Sequence[ShardRead], *, num_shares: int, index: int) -> list[ShardRead]:
     """Share `index` of `num_shares` of the reads.
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tfds_bigarrays import _env
-from tfds_bigarrays._read.plan import MAX_MEMORY_BUDGET, MIN_MEMORY_BUDGET, ReadError
+from tfds_bigarrays._read.plan import ReadError, check_budget
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -76,17 +76,8 @@ class ReadOptions:
     access: str = "auto"
 
     def __post_init__(self) -> None:
-        budget = self.memory_budget
-        if budget is not None and (
-            isinstance(budget, bool)
-            or not isinstance(budget, int)
-            or not MIN_MEMORY_BUDGET <= budget <= MAX_MEMORY_BUDGET
-        ):
-            raise ReadError(
-                f"memory_budget={budget!r} must be None or an int of at least "
-                f"{MIN_MEMORY_BUDGET} bytes (4 MiB) and at most {MAX_MEMORY_BUDGET} (1 TiB); "
-                "for example 256 * 2**20."
-            )
+        if self.memory_budget is not None:
+            check_budget(self.memory_budget)
         if self.verify_checksums is not None and not isinstance(self.verify_checksums, bool):
             raise ReadError(
                 f"verify_checksums={self.verify_checksums!r} must be True, False or None."

@@ -47,7 +47,8 @@ class ReadError(TfdsBigarraysError, ValueError):
     """A read setting is out of range, or a shard does not match its record."""
 
 
-def _check_budget(budget: object) -> None:
+def check_budget(budget: object) -> None:
+    """Refuses a memory budget out of range, naming it (None: not this function's)."""
     if (
         isinstance(budget, bool)
         or not isinstance(budget, int)
@@ -240,7 +241,7 @@ def plan_memory(
     the rest to interleave, groups and prefetch (their bound is computed, not
     assumed: see `MemoryPlan.bytes_bound`).
     """
-    _check_budget(budget)
+    check_budget(budget)
     block_rows = max(1, min(TARGET_BLOCK_BYTES // frame_bytes, num_examples))
     block = block_rows * frame_bytes
     shuffle_blocks = max(1, (budget // 2) // block) if shuffle else 1
@@ -365,7 +366,7 @@ def plan_groups(
     no shuffle buffer: the budget bounds the groups in flight (see
     `GroupPlan.bytes_bound`), down to one read and one prefetch.
     """
-    _check_budget(budget)
+    check_budget(budget)
     if batch_rows * frame_bytes >= EXACT_BATCH_BYTES:
         small = [d for d in range(1, math.isqrt(batch_rows) + 1) if batch_rows % d == 0]
         divisors = small + [batch_rows // d for d in small]

@@ -18,6 +18,7 @@ from tfds_bigarrays._format.layout import Layout
 from tfds_bigarrays._format.spec import FeatureSpec, SpecError
 from tfds_bigarrays._read import hooks as _read_hooks
 from tfds_bigarrays._read.options import ReadOptions, read_options
+from tfds_bigarrays._read.source import ArraysDataSource, data_source
 from tfds_bigarrays._registry import hooks as _registry_hooks
 from tfds_bigarrays._version import __version__
 
@@ -27,6 +28,7 @@ _registry_hooks.install()
 __all__ = [
     "ArrayDatasetBuilder",
     "ArraySource",
+    "ArraysDataSource",
     "DatasetExistsError",
     "FeatureSpec",
     "Layout",
@@ -37,6 +39,7 @@ __all__ = [
     "TfdsBigarraysError",
     "__version__",
     "build",
+    "data_source",
     "from_generator",
     "read_options",
 ]

@@ -49,6 +49,7 @@ from tfds_bigarrays._format.layout import Layout, write_layout
 from tfds_bigarrays._format.permutation import Permutation
 from tfds_bigarrays._format.records import RecordCodec
 from tfds_bigarrays._read.features import to_tfds_features
+from tfds_bigarrays._read.hooks import data_source_hook
 from tfds_bigarrays._read.plan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
 
@@ -420,6 +421,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             with contextlib.suppress(OSError):
                 staging.rmdir()  # empty by now: its marker went with `owned`
         self.info.read_from_directory(final)
+
+    # Random access without TensorFlow (see `tfds_bigarrays.data_source`).
+    as_data_source = data_source_hook(tfds.core.GeneratorBasedBuilder.as_data_source)
 
     def _build_single_dataset(
         self, split, batch_size, shuffle_files, decoders, read_config, as_supervised

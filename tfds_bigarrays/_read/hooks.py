@@ -1,4 +1,5 @@
-"""Routes `tfds.load` of our datasets to our read path (`pipeline`).
+"""Routes `tfds.load` of our datasets to our read path (`pipeline`), and
+`tfds.data_source` to our data source (`source`).
 
 A dataset built by tfds_bigarrays is loaded in another process through TFDS's
 `ReadOnlyBuilder` (the builder class is not registered there). Importing
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+from typing import Any
 
 from tensorflow_datasets.core import read_only_builder
 from tensorflow_datasets.core.features import feature as feature_lib
@@ -50,6 +52,20 @@ def install() -> None:
 
     setattr(_build_single_dataset, _MARK, True)
     cls._build_single_dataset = _build_single_dataset
+    cls.as_data_source = data_source_hook(cls.as_data_source)  # type: ignore[method-assign]
+
+
+def data_source_hook(original: Any) -> Any:
+    """`as_data_source` that returns our source for our datasets (TFDS's otherwise)."""
+
+    @functools.wraps(original)
+    def as_data_source(self, split=None, **kwargs):
+        from tfds_bigarrays._read import source  # no TensorFlow: a data source needs none
+
+        ours = source.as_data_source(self, split, **kwargs)
+        return ours if ours is not None else original(self, split, **kwargs)
+
+    return as_data_source
 
 
 def _install_feature_guard() -> None:

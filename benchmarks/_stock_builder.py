@@ -32,14 +32,16 @@ class StockArrays(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             yield i, {"x": np.asarray(x[i]), "y": np.float32(y[i])}
 
 
-def build_stock(name: str, *, source_dir: str, data_dir: str) -> None:
+def build_stock(
+    name: str, *, source_dir: str, data_dir: str, file_format: str = "tfrecord"
+) -> None:
     # The builder must live in a package (TFDS looks for its folder).
     cls = type(
         name.title().replace("_", ""),
         (StockArrays,),
         {"name": name, "SOURCE_DIR": source_dir, "__module__": __name__},
     )
-    builder = cls(data_dir=data_dir)
+    builder = cls(data_dir=data_dir, file_format=file_format)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False)
     )

@@ -83,6 +83,17 @@ def test_getitems_reads_all_rows_in_one_call(served):
     assert [e["y"].item() for e in examples] == indices
     batch = source.read_batch(np.array(indices))
     assert batch["x"].shape == (6, 3) and batch["y"].tolist() == indices
+    # Indexing with a list or array is numpy's: the stacked batch, one call.
+    calls.clear()
+    for fancy in (indices, np.array(indices), tuple(indices)):
+        stacked = source[fancy]
+        assert stacked["y"].tolist() == indices and stacked["x"].tobytes() == batch["x"].tobytes()
+    assert calls == [indices] * 3
+    assert source._getitems([2, 1])[1]["y"].item() == 1  # noqa: SLF001  (Grain's batched read)
+    with pytest.raises(tb.TfdsBigarraysError, match=r"indices=\[1.5\] must be a sequence of ints"):
+        source[[1.5]]
+    with pytest.raises(IndexError, match=f"index -{N + 1} is out of range"):
+        source[[0, -N - 1]]
 
 
 def test_slices_builders_and_the_package_function_agree(served):
@@ -247,6 +258,13 @@ if __name__ == "__main__":
     ys = torch.cat([b["y"] for b in DataLoader(source, batch_size=100, shuffle=True)]).tolist()
     assert sorted(ys) == list(range(n)) and calls == [100] * 10, calls
     print("ok")
+    # batch_size=None with a batch sampler: source[indices] stacks in one call, no collation.
+    from torch.utils.data import BatchSampler, RandomSampler
+    loader = DataLoader(source, sampler=BatchSampler(RandomSampler(source), 128, drop_last=False),
+                        batch_size=None, num_workers=2)
+    epochs = [torch.cat([b["y"] for b in loader]).tolist() for _ in range(2)]
+    check(epochs, n)
+    assert next(iter(loader))["x"].shape == (128, 3)
     shares = []
     for rank in range(2):
         sampler = DistributedSampler(source, num_replicas=2, rank=rank, shuffle=True, seed=3,
@@ -256,7 +274,7 @@ if __name__ == "__main__":
     print("ok")
 """,
     )
-    assert out.split().count("ok") == 3, out
+    assert out.split().count("ok") == 4, out
 
 
 @_needs("jax")

@@ -44,9 +44,18 @@ class ArraysDataSource(Sequence):
         return self._reader.num_rows
 
     def __getitem__(self, index: Any) -> Any:
-        """One example (a dict of numpy arrays), or a list of them for a slice."""
+        """One example (a dict of numpy arrays) for an int.
+
+        A slice gives a list of examples, as TFDS's data sources do. A
+        sequence or array of ints gives the batch, one stacked array per
+        feature, as numpy's indexing does (`read_batch`): so a PyTorch
+        `DataLoader(source, sampler=BatchSampler(...), batch_size=None)` reads
+        each batch in one call and skips per-example collation.
+        """
         if isinstance(index, slice):
             return self.__getitems__(range(*index.indices(len(self))))
+        if isinstance(index, (list, tuple, np.ndarray)):
+            return self.read_batch(index)
         i = self._index(index)
         # `[0, ...]`: an array of the row's shape, 0-d included (not a numpy scalar).
         return {k: v[0, ...] for k, v in self._reader.read_rows([i]).items()}
@@ -55,6 +64,9 @@ class ArraysDataSource(Sequence):
         """The examples at `indices`, read in one call (Grain, PyTorch's DataLoader)."""
         batch = self.read_batch(indices)
         return [{k: v[j, ...] for k, v in batch.items()} for j in range(len(indices))]
+
+    # Grain's batched-read protocol (`SupportsBatchedReadRandomAccessDataSource`).
+    _getitems = __getitems__
 
     def read_batch(self, indices: Sequence[int] | np.ndarray) -> Example:
         """The examples at `indices` as one array per feature (no per-example objects)."""
@@ -73,7 +85,8 @@ class ArraysDataSource(Sequence):
     def _index(self, index: Any) -> int:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(
-                f"index={index!r} must be an int (an example number of {self.name}), or a slice."
+                f"index={index!r} must be an int (an example number of {self.name}), a slice, "
+                "or a list or array of ints."
             )
         n = len(self)
         i = int(index) + n if index < 0 else int(index)

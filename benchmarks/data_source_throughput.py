@@ -27,8 +27,8 @@ float32 label. Loaders run in the measuring process (Grain worker_count=0,
 PyTorch num_workers=0): this machine has 2 cores, and worker processes add
 the same shared-memory hand-off to every contender. The arrays fit in RAM
 and are in the page cache; reading from disk is read_throughput.py's. Each
-measurement runs for `--seconds` (at most one epoch) after 10 batches of
-warm-up: random access is the same throughout an epoch.
+measurement runs for `--seconds` after 10 batches of warm-up, over as many
+epochs as fit (each a new shuffle, through a new loader, as in training).
 
     .venv/bin/python benchmarks/data_source_throughput.py           # writes docs/
     .venv/bin/python benchmarks/data_source_throughput.py --quick
@@ -282,7 +282,7 @@ def main() -> None:
                 f"{max(r['peak_rss'] for r in rs) / 1e9:.2f} GB |"
             )
     lines.append(
-        f"\n{args.rounds} rounds of {args.seconds:g} s per contender (at most one epoch); "
+        f"\n{args.rounds} rounds of {args.seconds:g} s per contender; "
         "ratios: the median of the per-round ratios, each round's in brackets; "
         "CPU: user + system of all threads; peak RSS from VmHWM. "
         "Command: `.venv/bin/python benchmarks/data_source_throughput.py"
@@ -291,7 +291,14 @@ def main() -> None:
     if args.quick:
         print("\n".join(lines))
     else:
-        write_report(args.out, "data_source_benchmark_table.md", "\n".join(lines) + "\n")
+        head = [
+            "# Data source benchmark",
+            "",
+            "Written by `benchmarks/data_source_throughput.py` (contenders: its docstring); "
+            "what the numbers mean: [jax_pytorch_grain.md](jax_pytorch_grain.md#measured).",
+            "",
+        ]
+        write_report(args.out, "data_source_benchmark.md", "\n".join(head + lines) + "\n")
 
 
 if __name__ == "__main__":

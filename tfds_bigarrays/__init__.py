@@ -1,9 +1,9 @@
 """tfds_bigarrays: NumPy arrays bigger than RAM as TFDS datasets.
 
-Importing this package wraps two TFDS functions and registers nothing else:
+Importing this package wraps TFDS functions and registers nothing else:
 TFDS's read-only builder, so that `tfds.load` of a dataset built here uses
-our read path, and `tfds.builder`, so that `tfds.load("team:name")` finds
-datasets through the team registry. It does not initialize TensorFlow
+our read path and `tfds.data_source` our data source, and `tfds.builder`, so
+that `tfds.load("team:name")` finds datasets through the team registry. It does not initialize TensorFlow
 devices. Implementation lives in private folders by concern (`_format`,
 `_build`, `_read`, `_registry`, `_cli`; see docs/design.md).
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import run_python
+from conftest import ROOT, run_python
 
 import tfds_bigarrays as tb
 
@@ -22,8 +23,11 @@ N = 1000
 
 
 def _needs(module: str):
+    missing = importlib.util.find_spec(module) is None
+    if missing and os.environ.get("TFDS_BIGARRAYS_REQUIRE_EXTRAS"):  # set by .ci/run
+        raise RuntimeError(f"CI must install the {module} extra (make install does).")
     return pytest.mark.skipif(
-        importlib.util.find_spec(module) is None,
+        missing,
         reason=f"{module} is not installed (pip install 'tfds-bigarrays[{module}]'; CI installs it)",
     )
 
@@ -62,6 +66,28 @@ def test_tfds_data_source_gives_ours_with_exact_examples(served):
         source[N]
     with pytest.raises(TypeError, match="must be an int"):
         source["7"]
+    with pytest.raises(TypeError, match="is a bool"):
+        source[True]
+
+
+def test_any_index_value_and_small_index_dtypes(served):
+    source = _source(served)
+
+    class Key:
+        def __index__(self):
+            return 7
+
+    for key in (np.int16(7), np.uint8(7), np.array(7), Key(), -N + 7):
+        assert source[key]["y"].item() == 7, key
+    # Small dtypes must not wrap when negatives are counted from the end (N > 255).
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32):
+        assert source.read_batch(np.array([5, 100], dtype))["y"].tolist() == [5, 100], dtype
+    assert source.read_batch(np.array([-1], np.int8))["y"].tolist() == [N - 1]
+    with pytest.raises(IndexError, match=f"index {2**64 - 1} is out of range"):
+        source.read_batch(np.array([2**64 - 1], np.uint64))
+    with pytest.raises(TypeError, match=r"flat sequence of ints.*shape \(2, 2\)"):
+        source.read_batch(np.zeros((2, 2), np.int64))
+    assert source.read_batch([])["x"].shape == (0, 3) and source.__getitems__([]) == []
 
 
 def test_zero_width_features_keep_their_shape(tmp_path):
@@ -85,12 +111,12 @@ def test_getitems_reads_all_rows_in_one_call(served):
     assert batch["x"].shape == (6, 3) and batch["y"].tolist() == indices
     # Indexing with a list or array is numpy's: the stacked batch, one call.
     calls.clear()
-    for fancy in (indices, np.array(indices), tuple(indices)):
+    for fancy in (indices, np.array(indices)):
         stacked = source[fancy]
         assert stacked["y"].tolist() == indices and stacked["x"].tobytes() == batch["x"].tobytes()
-    assert calls == [indices] * 3
+    assert calls == [indices] * 2
     assert source._getitems([2, 1])[1]["y"].item() == 1  # noqa: SLF001  (Grain's batched read)
-    with pytest.raises(tb.TfdsBigarraysError, match=r"indices=\[1.5\] must be a sequence of ints"):
+    with pytest.raises(TypeError, match=r"flat sequence of ints.*got \[1.5\]"):
         source[[1.5]]
     with pytest.raises(IndexError, match=f"index -{N + 1} is out of range"):
         source[[0, -N - 1]]
@@ -118,6 +144,27 @@ def test_a_registry_name_works(served, tmp_path, monkeypatch):
     assert len(source) == N and source[3]["y"].item() == 3
 
 
+def test_options_that_do_not_apply_are_refused_and_the_environment_is_not(served, monkeypatch):
+    data, _ = served
+    monkeypatch.setenv("TFDS_BIGARRAYS_DATA_SERVICE", "grpc://localhost:5050")  # for tfds.load
+    assert _source(served)[1]["y"].item() == 1
+    with pytest.raises(tb.TfdsBigarraysError, match=r"data_service='grpc://h:1'.*leave it out"):
+        tb.data_source("served", split="train", data_dir=data,
+                       options=tb.ReadOptions(data_service="grpc://h:1"))  # fmt: skip
+    with pytest.raises(tb.TfdsBigarraysError, match=r"access='sequential'.*'mapped'"):
+        with tb.read_options(access="sequential"):
+            _source(served)
+    mapped = tb.data_source("served", split="train", data_dir=data,
+                            options=tb.ReadOptions(access="mapped", verify_checksums=False))  # fmt: skip
+    assert mapped[999]["y"].item() == 999
+    builder = tfds.builder("served", data_dir=data)
+    assert len(builder.as_data_source("train", file_format="tfrecord")) == N
+    with pytest.raises(tb.TfdsBigarraysError, match=r"as_data_source\(decoders=.*Leave these"):
+        builder.as_data_source("train", decoders={"x": tfds.decode.SkipDecoding()})
+    with pytest.raises(tb.TfdsBigarraysError, match=r"file_format='array_record'"):
+        builder.as_data_source("train", file_format="array_record")
+
+
 def test_other_datasets_keep_tfds_behaviour(tmp_path):
     builder = tb.build("plain", data_dir=tmp_path, splits={"train": {"x": np.arange(6.0)}})
     (builder.data_path / "tfds_bigarrays.json").unlink()  # no longer ours
@@ -138,12 +185,67 @@ def test_a_damaged_shard_is_named(tmp_path):
         source.read_batch(np.arange(len(source)))
 
 
-def test_it_pickles_small_and_reopens(served):
+def test_it_pickles_small_and_reopens(served, tmp_path):
     source = _source(served)
     blob = pickle.dumps(source)
     assert len(blob) < 8_000  # the configuration: no rows travel
     again = pickle.loads(blob)
     assert again[42]["x"].tolist() == source[42]["x"].tolist()
+    # In a fresh process the shards are opened again, and checked: a shard
+    # replaced (same bytes, another file) since the source was made is refused.
+    b = tb.build("moved", data_dir=tmp_path, splits={"train": {"y": np.arange(100)}})
+    (tmp_path / "source.pkl").write_bytes(
+        pickle.dumps(tfds.data_source("moved", split="train", data_dir=tmp_path))
+    )
+    shard = next(b.data_path.glob("*.tfrecord-*"))
+    copy = shard.with_name("copy")
+    copy.write_bytes(shard.read_bytes())
+    os.replace(copy, shard)
+    proc = run_python(
+        f"import pickle, tfds_bigarrays\n"
+        f"s = pickle.loads(open({str(tmp_path / 'source.pkl')!r}, 'rb').read())\n"
+        "s[3]\n"
+    )
+    assert proc.returncode != 0 and str(shard) in proc.stderr and "ShardReadError" in proc.stderr, (
+        proc.stderr[-2000:]
+    )
+
+
+def test_a_fork_while_another_thread_reads_does_not_hang_the_child(served):
+    code = f"""
+import os, sys, threading
+import numpy as np, tensorflow_datasets as tfds
+import tfds_bigarrays
+source = tfds.data_source("served", split="train", data_dir={str(served[0])!r})
+stop = False
+def hammer():
+    rows = np.arange(len(source))
+    while not stop:
+        source.read_batch(rows[::7])
+threads = [threading.Thread(target=hammer) for _ in range(2)]
+for t in threads:
+    t.start()
+for _ in range(60):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if source[5]["y"].item() == 5 else 3)
+    for _ in range(500):  # 5 s: a child that waits on an inherited lock never exits
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        threading.Event().wait(0.01)
+    else:
+        os.kill(pid, 9)
+        print("hung"); stop = True; sys.exit(1)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+stop = True
+print("ok")
+"""
+    proc = run_python(code, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "ok", (
+        proc.stdout,
+        proc.stderr[-2000:],
+    )
 
 
 def test_a_full_epoch_imports_no_tensorflow(served):
@@ -348,8 +450,26 @@ model.compile("sgd", "mse")
 model.fit(Batches(), epochs=2, verbose=0)
 # Keras peeks at one batch for the input spec before the first epoch.
 check([sum(s.values(), []) for s in seen if len(s) == n // 100], n)
-print("tf" , "tensorflow" in sys.modules)
+assert "tensorflow" not in sys.modules
 """,
         KERAS_BACKEND="jax",
     )
     assert out.split().count("ok") == 1, out
+
+
+@_needs("grain")
+@_needs("torch")
+@_needs("jax")
+def test_the_docs_snippets_run(tmp_path):
+    readme = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    build = readme[0].replace("/tmp/", f"{tmp_path}/")
+    proc = run_python(build, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (ROOT / "docs" / "jax_pytorch_grain.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(snippets) == 3, "the page's snippets changed: update this test"
+    for i, snippet in enumerate(snippets):
+        code = snippet.replace("/tmp/", f"{tmp_path}/")
+        # Each in a fresh process, from a file (workers re-import it), to its end.
+        out = _run_script(tmp_path, code + "\nprint('snippet done')\n", KERAS_BACKEND="jax")
+        assert out.strip().endswith("snippet done"), (i, out[-2000:])

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -358,6 +359,15 @@ bool OpenChecked(const std::string& name, const Identity& want, int* fd, Identit
   return true;
 }
 
+// A process-wide cache's lock is held across fork() (PyTorch's and Grain's
+// worker processes): a child forked while another thread held it would
+// otherwise inherit it locked, and its first read would wait forever.
+template <typename Cache>
+void HoldAcrossFork() {
+  pthread_atfork([] { Cache::Get().mutex().lock(); }, [] { Cache::Get().mutex().unlock(); },
+                 [] { Cache::Get().mutex().unlock(); });
+}
+
 // Open descriptors shared by every reader of the process, keyed by file
 // identity, so that readers of one split share them and a reader never reads
 // another version of a shard. A reader holds a descriptor only while a read
@@ -366,7 +376,11 @@ bool OpenChecked(const std::string& name, const Identity& want, int* fd, Identit
 class Descriptors {
  public:
   static Descriptors& Get() {
-    static Descriptors* cache = new Descriptors;  // never destroyed: threads may read at exit
+    static Descriptors* cache = [] {
+      auto* made = new Descriptors;  // never destroyed: threads may read at exit
+      HoldAcrossFork<Descriptors>();
+      return made;
+    }();
     return *cache;
   }
 
@@ -423,6 +437,7 @@ class Descriptors {
     std::lock_guard<std::mutex> lock(mu_);
     return static_cast<int64_t>(open_.size());
   }
+  std::mutex& mutex() { return mu_; }
   int64_t Limit() const { return limit_; }
 
  private:
@@ -481,7 +496,11 @@ struct Mapping {
 class Mappings {
  public:
   static Mappings& Get() {
-    static Mappings* cache = new Mappings;  // never destroyed: threads may read at exit
+    static Mappings* cache = [] {
+      auto* made = new Mappings;  // never destroyed: threads may read at exit
+      HoldAcrossFork<Mappings>();
+      return made;
+    }();
     return *cache;
   }
 
@@ -544,6 +563,7 @@ class Mappings {
     std::lock_guard<std::mutex> lock(mu_);
     return total_;
   }
+  std::mutex& mutex() { return mu_; }
 
  private:
   std::mutex mu_;

@@ -3,8 +3,9 @@
 
 A dataset built by tfds_bigarrays is loaded in another process through TFDS's
 `ReadOnlyBuilder` (the builder class is not registered there). Importing
-tfds_bigarrays wraps that class's `_build_single_dataset` once: datasets with
-our layout file get our pipeline; every other dataset is untouched.
+tfds_bigarrays wraps that class's `_build_single_dataset` and `as_data_source`
+once: datasets with our layout file get our pipeline and our data source;
+every other dataset is untouched.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from tensorflow_datasets.core import read_only_builder
 from tensorflow_datasets.core.features import feature as feature_lib
 
+from tfds_bigarrays._read import source
 from tfds_bigarrays._read.plan import ReadError
 
 _MARK = "__tfds_bigarrays_wrapped__"
@@ -60,8 +62,6 @@ def data_source_hook(original: Any) -> Any:
 
     @functools.wraps(original)
     def as_data_source(self, split=None, **kwargs):
-        from tfds_bigarrays._read import source  # no TensorFlow: a data source needs none
-
         ours = source.as_data_source(self, split, **kwargs)
         return ours if ours is not None else original(self, split, **kwargs)
 

@@ -125,6 +125,11 @@ def read_options(**kwargs: Any) -> Iterator[ReadOptions]:
         _OPTIONS.reset(token)
 
 
+def given(options: ReadOptions | None = None) -> ReadOptions:
+    """The options the caller gave: the argument, else the innermost block."""
+    return options or _OPTIONS.get() or ReadOptions()
+
+
 def resolve(options: ReadOptions | None = None, *, recorded_budget: int) -> ReadOptions:
     """The options in effect, every field decided (see the module docstring).
 
@@ -136,7 +141,7 @@ def resolve(options: ReadOptions | None = None, *, recorded_budget: int) -> Read
       `ReadOptions` with `memory_budget`, `verify_checksums` set, and
       `data_service` None unless a dispatcher is in effect.
     """
-    options = options or _OPTIONS.get() or ReadOptions()
+    options = given(options)
     budget = options.memory_budget
     if budget is None:
         budget = _env.get(_env.MEMORY_BUDGET)

@@ -385,7 +385,7 @@ API_CASES = [
         "beam-str",
         lambda f: dict(splits=_x(f), beam="yes"),
         tb.PlanError,
-        ("beam='yes'", "True, False or None"),
+        ("beam='yes'", "must be True or False"),
     ),
     Case(
         "overwrite-str",

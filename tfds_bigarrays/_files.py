@@ -1,4 +1,5 @@
-"""What identifies a file's content: one definition, for sources and shards.
+"""Paths as users write them, and what identifies a file's content: one
+definition each, for sources, shards, data directories and the CLI.
 
 A file rewritten by rename is a new file (another inode); one truncated or
 rewritten in place changes its size or modification time. The read core
@@ -10,6 +11,11 @@ from __future__ import annotations
 import os
 
 Identity = tuple[int, int, int, int]  # device, inode, size, mtime in ns
+
+
+def user_path(value: str | os.PathLike) -> str:
+    """A path as the user meant it: `~` expanded (shells leave `--flag=~/x` as is)."""
+    return os.path.expanduser(os.fspath(value))
 
 
 def identity(st: os.stat_result) -> Identity:

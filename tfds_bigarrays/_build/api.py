@@ -24,6 +24,7 @@ from tfds_bigarrays._build.plan import (
 )
 from tfds_bigarrays._build.scratch import scratch_dir
 from tfds_bigarrays._build.sources import SourceError
+from tfds_bigarrays._files import user_path
 from tfds_bigarrays._read.plan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 
 
@@ -47,12 +48,11 @@ def _check_version(version: Any) -> str:
     return text
 
 
-def _check_flag(value: Any, *, what: str, allow_none: bool = False) -> bool | None:
+def _check_flag(value: Any, *, what: str) -> bool:
     # A truthy string such as "no" must not switch on a rebuild or Beam.
-    if isinstance(value, bool) or (allow_none and value is None):
+    if isinstance(value, bool):
         return value
-    hint = "True, False or None" if allow_none else "True or False"
-    raise PlanError(f"{what}={value!r} must be {hint}.")
+    raise PlanError(f"{what}={value!r} must be True or False.")
 
 
 def _check_data_dir(data_dir: Any) -> str | None:
@@ -66,6 +66,7 @@ def _check_data_dir(data_dir: Any) -> str | None:
     text = os.fspath(data_dir)
     if not isinstance(text, str) or not text or "\0" in text:
         raise PlanError(f"data_dir={data_dir!r} is not a usable directory path.")
+    text = user_path(text)
     if os.path.exists(text) and not os.path.isdir(text):
         raise PlanError(
             f"data_dir={text!r} is a file, not a directory. Give the TFDS data "
@@ -81,7 +82,7 @@ def builder_class(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     permute_seed: int | None = None,
-    beam: bool | None = None,
+    beam: bool = False,
     beam_options: Any = None,
     description: str | None = None,
 ) -> type[ArrayDatasetBuilder]:
@@ -104,7 +105,7 @@ def builder_class(
             memory_budget, what="memory_budget", minimum=MIN_MEMORY_BUDGET
         ),
         "PERMUTE_SEED": check_seed(permute_seed),
-        "BEAM": _check_flag(beam, what="beam", allow_none=True),
+        "BEAM": _check_flag(beam, what="beam"),
         "BEAM_OPTIONS": beam_options,
         "DESCRIPTION": description or f"Arrays converted by tfds-bigarrays into {name}.",
         # The public package, not this private module: moving code never changes
@@ -130,7 +131,7 @@ def build(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     permute_seed: int | None = None,
-    beam: bool | None = None,
+    beam: bool = False,
     beam_options: Any = None,
     description: str | None = None,
     overwrite: bool = False,
@@ -157,8 +158,9 @@ def build(
       permute_seed: write rows in a keyed pseudo-random order instead of array
         order, so that reading with shuffling approaches a full permutation
         every epoch (see README); None keeps array order.
-      beam: build through Apache Beam (True), locally (False), or Beam only
-        above 16 GiB when installed (None).
+      beam: build through Apache Beam (True) or in this process (False,
+        the default, whatever the size: faster on one machine). Pipeline
+        options imply Beam.
       beam_options: Beam pipeline options: 'runner=...,k=v' flags, a list of
         flags, or `PipelineOptions`; default DirectRunner, multi-processing,
         one worker per core.
@@ -216,7 +218,7 @@ def _url_fetcher(name: str, *, download_dir: str, checksums_dir, register: bool)
     def fetch(url: str) -> str:
         from tensorflow_datasets.core.download import checksums
 
-        path = epath.Path(checksums_dir or "checksums") / f"{name}.tsv"
+        path = epath.Path(user_path(checksums_dir or "checksums")) / f"{name}.tsv"
         infos = checksums.load_url_infos(path) if path.exists() else {}
         manager = tfds.download.DownloadManager(
             download_dir=download_dir,

@@ -44,7 +44,7 @@ from tfds_bigarrays._build.scratch import (
 from tfds_bigarrays._build.sources import InMemorySource, NpyFileSource
 from tfds_bigarrays._build.writer import ShardTask, receipt_path, run_task
 from tfds_bigarrays._errors import TfdsBigarraysError
-from tfds_bigarrays._files import version_identity
+from tfds_bigarrays._files import user_path, version_identity
 from tfds_bigarrays._format.layout import Layout, write_layout
 from tfds_bigarrays._format.permutation import Permutation
 from tfds_bigarrays._format.records import RecordCodec
@@ -72,7 +72,7 @@ def _relative_paths(splits: Mapping[str, Mapping[str, Any]] | None) -> list[str]
         if not isinstance(features, Mapping):
             continue
         for value in features.values():
-            if isinstance(value, (str, os.PathLike)) and not os.path.isabs(os.fspath(value)):
+            if isinstance(value, (str, os.PathLike)) and not os.path.isabs(user_path(value)):
                 out.append(os.fspath(value))
     return out
 
@@ -89,6 +89,27 @@ def _script_dir(cls: type) -> epath.Path | None:
         return None  # in a package: TFDS finds the folder itself
     file = getattr(sys.modules.get(cls.__module__), "__file__", None)
     return epath.Path(os.path.dirname(os.path.abspath(file)) if file else os.getcwd())
+
+
+def _check_file_format(value: Any, builder: str) -> None:
+    """Refuses a file format other than TFRecord, before anything is written.
+
+    TFDS would name the shards after the format asked for while we write
+    TFRecord bytes into them: stock TFDS, ArrayRecord readers and
+    `tfds.data_source` would then fail on every file.
+    """
+    if value is None:
+        return
+    try:
+        fmt = tfds.core.FileFormat.from_value(value)
+    except ValueError:
+        fmt = None
+    if fmt is not tfds.core.FileFormat.TFRECORD:
+        raise PlanError(
+            f"file_format={getattr(value, 'value', value)!r} (--file_format) is not supported "
+            f"by {builder}: tfds_bigarrays writes TFRecord shards of fixed-length records, "
+            "which tfds.data_source reads by index too. Leave file_format out, or pass 'tfrecord'."
+        )
 
 
 class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # type: ignore[call-arg]
@@ -123,9 +144,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     READ_MEMORY_BUDGET: ClassVar[int] = DEFAULT_MEMORY_BUDGET
     # Write rows in a keyed pseudo-random order (see README: shuffle quality).
     PERMUTE_SEED: ClassVar[int | None] = None
-    # Build through Apache Beam: True, False, or None for "above BEAM_AUTO_BYTES".
-    BEAM: ClassVar[bool | None] = None
-    BEAM_AUTO_BYTES: ClassVar[int] = 16 << 30
+    # Build through Apache Beam; only when asked: on one machine the local
+    # build is faster (docs/build_benchmark.md) and shows its progress.
+    BEAM: ClassVar[bool] = False
     # Pipeline options ('runner=...,k=v' or a flag list); None: DirectRunner,
     # multi-processing, one worker per core.
     BEAM_OPTIONS: ClassVar[Any] = None
@@ -149,6 +170,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             )
 
     def __init__(self, *, plan: DatasetPlan | None = None, **kwargs: Any):
+        _check_file_format(kwargs.get("file_format"), type(self).__name__)
+        if isinstance(kwargs.get("data_dir"), (str, os.PathLike)):
+            kwargs["data_dir"] = user_path(kwargs["data_dir"])
         # A plan made (and checked) before construction, by `tfds_bigarrays.build`.
         self._plan = plan
         super().__init__(**kwargs)
@@ -308,22 +332,14 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _beam_options(self, download_config, total_bytes: int) -> Any:
         """Beam pipeline options if this build goes through Beam, else None.
 
-        Beam is used when asked (`BEAM = True`, `--beam`, or pipeline options
-        from `tfds build --beam_pipeline_options`), or automatically when the
-        dataset exceeds `BEAM_AUTO_BYTES` and Beam is installed.
+        Beam is used only when asked: `BEAM = True`, `--beam`, or pipeline
+        options (`BEAM_OPTIONS`, `--beam-options`, `tfds build
+        --beam_pipeline_options`), whatever the dataset's size.
         """
         options = download_config.beam_options or self.BEAM_OPTIONS
         if options is not None or download_config.beam_runner is not None:
             return options if options is not None else []
-        if self.BEAM is True:
-            return []
-        if self.BEAM is None and total_bytes > self.BEAM_AUTO_BYTES:
-            try:
-                import apache_beam  # noqa: F401
-            except ImportError:
-                return None
-            return []
-        return None
+        return [] if self.BEAM else None
 
     def download_and_prepare(self, *args: Any, **kwargs: Any) -> None:
         """As TFDS's; clears abandoned builds first, and on failure removes
@@ -333,6 +349,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         there (say `mnist`) would silently replace the user's arrays, and
         looking it up leaves a temporary folder behind.
         """
+        _check_file_format(kwargs.get("file_format"), type(self).__name__)
         config = kwargs.get("download_config") or tfds.download.DownloadConfig()
         kwargs["download_config"] = config = dataclasses.replace(config, try_download_gcs=False)
         if (

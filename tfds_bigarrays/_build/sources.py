@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from tfds_bigarrays._errors import TfdsBigarraysError
-from tfds_bigarrays._files import Identity, identity, same_file
+from tfds_bigarrays._files import Identity, identity, same_file, user_path
 from tfds_bigarrays._format.spec import FeatureSpec, SpecError, normalize_dtype, spec_of
 
 
@@ -650,8 +650,9 @@ def open_source(
             kind = os.path.splitext(path.split("?")[0])[1].lower()
             local = os.fspath(fetch(path))
         else:
+            path = user_path(path)
             if root is not None and not os.path.isabs(path):
-                path = os.path.join(os.fspath(root), path)
+                path = os.path.join(user_path(root), path)
             kind = "dir" if os.path.isdir(path) else os.path.splitext(path)[1].lower()
             local = path
         if kind in (".h5", ".hdf5"):

@@ -8,6 +8,7 @@ import numpy as np
 
 from tfds_bigarrays._build.plan import check_dataset_name
 from tfds_bigarrays._errors import TfdsBigarraysError
+from tfds_bigarrays._files import user_path
 
 
 class FolderExistsError(TfdsBigarraysError, FileExistsError):
@@ -66,7 +67,7 @@ Arrays converted to a TFDS dataset by tfds_bigarrays.
 def write_template(name: str, *, parent: str | os.PathLike = ".") -> str:
     """Writes NAME/ with builder, test, dummy_data/, checksums.tsv and README."""
     check_dataset_name(name)
-    folder = os.path.join(os.fspath(parent), name)
+    folder = os.path.join(user_path(parent), name)
     if os.path.exists(folder):
         raise FolderExistsError(f"{folder} already exists; choose another name or --dir.")
     os.makedirs(os.path.join(folder, "dummy_data"))

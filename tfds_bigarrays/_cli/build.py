@@ -80,7 +80,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--beam",
         action="store_true",
-        help="build through Apache Beam (default: only above 16 GiB, if installed)",
+        help="build through Apache Beam (default: in this process, whatever the size; "
+        "faster on one machine, with a progress bar)",
     )
     p.add_argument(
         "--beam-options",
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
         memory_budget=parse_size(args.memory_budget, flag="--memory-budget"),
         permute_seed=args.permute,
-        beam=True if (args.beam or args.beam_options) else None,
+        beam=bool(args.beam or args.beam_options),
         beam_options=args.beam_options,
         description=args.description,
         overwrite=args.overwrite,

@@ -28,6 +28,7 @@ from etils import epath
 from tfds_bigarrays import _env
 from tfds_bigarrays._build.plan import VERSION
 from tfds_bigarrays._errors import TfdsBigarraysError
+from tfds_bigarrays._files import user_path
 
 ENV_REGISTRY = _env.REGISTRY.name
 SHARDS_FILENAME = "shards.json"
@@ -72,7 +73,7 @@ class Registry:
     def from_files(cls, files: Sequence[epath.PathLike]) -> Registry:
         namespaces: dict[str, Namespace] = {}
         for file in files:
-            path = epath.Path(file)
+            path = epath.Path(user_path(file))
             try:
                 text = path.read_text()
             except OSError as e:
@@ -157,7 +158,7 @@ def _resolve(text: str, *, registry_file: epath.Path) -> epath.Path:
     """`~` expanded; a relative path taken from the registry file's folder."""
     if "://" in text:
         return epath.Path(text)
-    path = os.path.expanduser(text)
+    path = user_path(text)
     if not os.path.isabs(path):
         path = os.path.join(os.path.dirname(os.path.abspath(os.fspath(registry_file))), path)
     return epath.Path(path)

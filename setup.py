@@ -12,6 +12,7 @@ import pathlib
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 READ = pathlib.Path(__file__).parent / "tfds_bigarrays" / "_read"
 
@@ -31,8 +32,30 @@ class BuildNative(build_ext):
         _op_builder().build_op(out=pathlib.Path(self.get_ext_fullpath(ext.name)), core=core)
 
 
+AUTOLOAD_PTH = "tfds_bigarrays-autoload.pth"
+
+
+class BuildPy(build_py):
+    """Also writes the .pth file that imports `tfds_bigarrays_autoload` at start-up.
+
+    A .pth file must sit at the top of site-packages: in a wheel, beside the
+    packages in build_lib; in an editable wheel, at the top of the wheel
+    folder, which setuptools fills from install_data's folder's grandparent.
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            data = self.get_finalized_command("install_data").install_dir
+            top = pathlib.Path(data).parent.parent
+        else:
+            top = pathlib.Path(self.build_lib)
+        top.mkdir(parents=True, exist_ok=True)
+        (top / AUTOLOAD_PTH).write_text("import tfds_bigarrays_autoload\n")
+
+
 setup(
-    cmdclass={"build_ext": BuildNative},
+    cmdclass={"build_ext": BuildNative, "build_py": BuildPy},
     ext_modules=[
         Extension(
             "tfds_bigarrays._read._core",

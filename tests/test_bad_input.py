@@ -686,7 +686,7 @@ CLI_CASES = [
         "shard-size-zero",
         lambda f: ["build", "ok_name", "--split", f"train:x={f.src}/x.npy", "--shard-size", "0"],
         tb.PlanError,
-        ("shard_bytes=0", ">= 1024"),
+        ("--shard-size=0", ">= 1024"),
     ),
     Case(
         "shard-size-negative",
@@ -711,7 +711,7 @@ CLI_CASES = [
         "permute-negative",
         lambda f: ["build", "ok_name", "--split", f"train:x={f.src}/x.npy", "--permute", "-1"],
         tb.PlanError,
-        ("permute_seed=-1", r"2\*\*63"),
+        ("--permute=-1", r"2\*\*63"),
     ),
     Case(
         "data-dir-is-a-file",

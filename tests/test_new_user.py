@@ -3,12 +3,13 @@ failed before the fix."""
 
 from __future__ import annotations
 
+import pathlib
 import shutil
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import ROOT, run_cli, run_tfds_build
+from conftest import ROOT, run_cli, run_python, run_tfds_build
 
 import tfds_bigarrays as tb
 
@@ -25,7 +26,7 @@ def test_item1_tfds_build_file_format_array_record_is_refused(tmp_path):
         extra=("--file_format", "array_record"),
     )
     assert proc.returncode != 0
-    assert "file_format='array_record' (--file_format) is not supported" in proc.stderr
+    assert "file_format='array_record' is not supported" in proc.stderr
     assert not list(data.rglob("*.array_record*")) and not list(data.rglob("dataset_info.json"))
 
 
@@ -87,3 +88,181 @@ def test_item2_tilde_is_expanded_everywhere(tmp_path, monkeypatch):
     proc = run_cli("ls", "--registry", "~/registry.toml", cwd=cwd)
     assert proc.returncode == 0 and "3 dataset(s)" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert not list(cwd.iterdir()), list(cwd.iterdir())  # no literal ./~ anywhere
+
+
+# -- 4. the fast path is hard to lose
+def test_item4_a_script_without_the_import_gets_the_fast_path(small_dataset):
+    import site
+
+    import tfds_bigarrays_autoload
+    from tfds_bigarrays import _env
+
+    assert tfds_bigarrays_autoload.VARIABLE == _env.AUTOLOAD.name
+    pth = [
+        p
+        for d in site.getsitepackages()
+        for p in pathlib.Path(d).glob("tfds_bigarrays-autoload.pth")
+    ]
+    assert pth and pth[0].read_text().strip() == "import tfds_bigarrays_autoload"
+    data_dir, name = small_dataset["data_dir"], "small"
+    code = f"""
+import sys
+import tensorflow_datasets as tfds
+ds = tfds.load({name!r}, split="train", data_dir={str(data_dir)!r}, batch_size=8)
+print("ours" if "tfds_bigarrays" in sys.modules and type(ds).__name__ == "LazyDataset" else "stock")
+"""
+    assert run_python(code).stdout.split()[-1] == "ours"
+    off = run_python(code, env={"TFDS_BIGARRAYS_AUTOLOAD": "0"})
+    assert off.stdout.split()[-1] == "stock", off.stderr[-2000:]
+    # Start-up imports nothing but the finder.
+    quiet = run_python(
+        "import sys; print(sorted(m for m in sys.modules if 'tensorflow' in m or m.startswith('tfds_bigarrays.')))"
+    )
+    assert quiet.stdout.split()[-1] == "[]", quiet.stdout
+
+
+def test_item4_a_fallback_to_tfds_reader_logs_why_and_the_cost(small_dataset, caplog):
+    data_dir, name = small_dataset["data_dir"], "small"
+    with caplog.at_level("WARNING", logger="tfds_bigarrays._read.pipeline"):
+        tfds.load(
+            name, split="train", data_dir=data_dir, read_config=tfds.ReadConfig(add_tfds_id=True)
+        )
+        tfds.load(
+            name, split="train", data_dir=data_dir, decoders={"x": tfds.decode.SkipDecoding()}
+        )
+    messages = [r.getMessage() for r in caplog.records if r.name == "tfds_bigarrays._read.pipeline"]
+    assert len(messages) == 2, messages
+    assert (
+        "add_tfds_id=True makes tfds.load read" in messages[0] and "15-100x slower" in messages[0]
+    )
+    assert messages[1].startswith("tfds_bigarrays: decoders= makes")
+
+
+# -- 5. one-line errors, exit 2
+def test_item5_an_unknown_beam_runner_is_one_line_and_writes_nothing(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(10.0))
+    data = tmp_path / "data"
+    proc = run_cli(
+        "build", "runner_typo", "--data-dir", str(data), "--split", f"train:x={tmp_path / 'x.npy'}",
+        "--beam-options", "runner=Nope",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "tfds-bigarrays build: error: --beam-options='runner=Nope': runner 'Nope'"
+    )
+    assert "Traceback" not in proc.stderr and not data.exists()
+    with pytest.raises(
+        tb.TfdsBigarraysError, match=r"^beam_options='runner=Nope': runner 'Nope' is not a runner"
+    ):
+        tb.build(
+            "runner_typo",
+            data_dir=data,
+            splits={"train": {"x": np.arange(3.0)}},
+            beam_options="runner=Nope",
+        )
+    assert not data.exists()
+
+
+def test_item5_gpu_run_of_a_missing_command_is_one_line_and_starts_nothing(tmp_path):
+    marker = tmp_path / "started"
+    proc = run_cli(
+        "gpu", "run", "--card-mb", "8000", "--", "touch", str(marker), "---", "nosuchcmd"
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "tfds-bigarrays gpu: error: command 'nosuchcmd' is not an executable program "
+        "(not found on PATH); give one after --, e.g. -- python train.py."
+    )
+    assert not marker.exists()  # the first command was not started either
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_item5_an_interrupted_build_and_publish_are_one_line_and_leave_the_old_state(tmp_path, sig):
+    data, shared = tmp_path / "data", tmp_path / "shared"
+    registry = tmp_path / "registry.toml"
+    registry.write_text(f'[team]\npaths = ["{shared}"]\n')
+    np.save(tmp_path / "x.npy", np.arange(4000.0))
+    split = f"train:x={tmp_path / 'x.npy'}"
+    assert run_cli("build", "intr", "--data-dir", str(data), "--split", split).returncode == 0
+    assert (
+        run_cli(
+            "publish", "intr", "--data-dir", str(data), "--to", "team", "--registry", str(registry)
+        ).returncode
+        == 0
+    )
+    assert (
+        run_cli(
+            "build", "intr", "--data-dir", str(data), "--split", split, "--version", "2.0.0"
+        ).returncode
+        == 0
+    )
+
+    def state():  # lock files stay by design (flock): not state
+        return {
+            p: p.read_bytes()
+            for p in tmp_path.rglob("*")
+            if p.is_file() and not p.name.endswith((".npy", ".lock"))
+        }
+
+    before = state()
+    runs = {
+        "build": ("tfds_bigarrays._build.writer", "_read_block", ["build", "intr", "--data-dir", str(data),
+                  "--split", split, "--shard-size", "4KiB", "--overwrite"]),
+        "publish": ("tfds_bigarrays._registry.publish", "sha256_of", ["publish", "intr", "--data-dir", str(data),
+                    "--to", "team", "--registry", str(registry), "--version", "2.0.0"]),
+    }  # fmt: skip
+    for what, (module, function, argv) in runs.items():
+        code = f"""
+import importlib, os, signal, sys
+m = importlib.import_module({module!r})
+def interrupted(*a, **k):
+    os.kill(os.getpid(), signal.{sig})  # the user's Ctrl-C (or a scheduler's SIGTERM) half-way
+    raise AssertionError("the signal did not interrupt")
+setattr(m, {function!r}, interrupted)
+from tfds_bigarrays._cli.main import main
+sys.exit(main({argv!r}))
+"""
+        proc = run_python(code)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (what, proc.stderr[-3000:])
+        assert (
+            lines[-1]
+            == f"tfds-bigarrays {what}: error: interrupted ({sig}); nothing was left half-written."
+        ), (what, lines[-3:])
+        assert "Traceback" not in proc.stderr
+        after = state()
+        assert after == before, (what, sorted(set(after) ^ set(before)))
+
+
+# -- 6. CLI messages name flags, Python messages name arguments
+def test_item6_messages_name_flags_on_the_cli_and_arguments_in_python(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(4000.0))
+    split = f"train:x={tmp_path / 'x.npy'}"
+    with pytest.raises(tb.TfdsBigarraysError) as python_error:
+        tb.build(
+            "flags",
+            data_dir=tmp_path / "d",
+            splits={"train": {"x": tmp_path / "x.npy"}},
+            shard_bytes=8,
+        )
+    assert "shard_bytes=8" in str(python_error.value) and "--" not in str(python_error.value)
+    proc = run_cli(
+        "build", "flags", "--data-dir", str(tmp_path / "d"), "--split", split, "--shard-size", "8"
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "--shard-size=8" in last and "shard_bytes" not in last, last
+    tb.build("flags", data_dir=tmp_path / "d", splits={"train": {"x": tmp_path / "x.npy"}})
+    with pytest.raises(tb.DatasetExistsError, match=r"overwrite=True.*\(version=\)"):
+        tb.build("flags", data_dir=tmp_path / "d", splits={"train": {"x": tmp_path / "x.npy"}})
+    proc = run_cli("build", "flags", "--data-dir", str(tmp_path / "d"), "--split", split)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Pass --overwrite to rebuild it, or give a new version (--version=)." in last, last
+    from tfds_bigarrays import gpu
+
+    with pytest.raises(tb.TfdsBigarraysError, match=r"^card_mb=-1 must be"):
+        gpu.plan(2, card_mb=-1)
+    proc = run_cli("gpu", "run", "--card-mb", "-1", "--", "true")
+    assert (
+        proc.returncode == 2 and "--card-mb=-1 must be" in proc.stderr.strip().splitlines()[-1]
+    ), proc.stderr[-500:]

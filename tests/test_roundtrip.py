@@ -71,6 +71,7 @@ for name in want.files:
 assert "tfds_bigarrays" not in sys.modules
 print("stock ok", len(want.files))
 """
-    result = run_python(code)
+    # Where tfds_bigarrays is not installed; here, its start-up hook is off.
+    result = run_python(code, env={"TFDS_BIGARRAYS_AUTOLOAD": "0"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"stock ok {len(every_dtype['arrays'])}" in result.stdout

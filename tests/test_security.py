@@ -318,7 +318,8 @@ try:
 except ValueError as e:
     print("refused:", e)
 """
-    stock = run_python(load, cwd=version_dir)
+    # Stock TFDS alone: the start-up hook would import tfds_bigarrays.
+    stock = run_python(load, cwd=version_dir, env={"TFDS_BIGARRAYS_AUTOLOAD": "0"})
     assert stock.returncode == 0, stock.stderr[-2000:]
     assert marker.exists(), "the planted module is not live; the test proves nothing"
     marker.unlink()

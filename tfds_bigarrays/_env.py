@@ -98,6 +98,15 @@ VERIFY_CHECKSUMS = Var(
     default=None,
     doc="0 skips the per-record CRC32C check while reading (frames and layout are still checked)",
 )
+AUTOLOAD = Var(
+    # Read by tfds_bigarrays_autoload at start-up, which cannot import this
+    # package (it imports TFDS); a test checks that the two names agree.
+    name="TFDS_BIGARRAYS_AUTOLOAD",
+    parse=_switch,
+    default=True,
+    doc="0: do not activate tfds_bigarrays when tensorflow_datasets is imported "
+    "(then `import tfds_bigarrays` does)",
+)
 DATA_SERVICE = Var(
     name="TFDS_BIGARRAYS_DATA_SERVICE",
     parse=_address,

@@ -179,6 +179,10 @@ def build(
       DatasetExistsError: the version exists and `overwrite` is False.
     """
     data_dir = _check_data_dir(data_dir)
+    if beam_options is not None:  # a bad runner is refused now, not mid-build
+        from tfds_bigarrays._build.beam import pipeline_options
+
+        pipeline_options(beam_options)
     overwrite = bool(_check_flag(overwrite, what="overwrite"))
     register_checksums = bool(_check_flag(register_checksums, what="register_checksums"))
     cls = builder_class(
@@ -251,7 +255,7 @@ def _check_writable(root: epath.Path) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PlanError(
             f"data_dir={os.fspath(root)!r} cannot be written: {existing} is not writable by "
-            "this user. Choose a directory you can write (--data-dir), or fix its permissions."
+            "this user. Choose a directory you can write (data_dir=), or fix its permissions."
         )
 
 
@@ -259,8 +263,8 @@ def _check_not_built(builder: tfds.core.DatasetBuilder, *, overwrite: bool) -> N
     if epath.Path(builder.data_path).exists() and not overwrite:
         raise DatasetExistsError(
             f"{builder.name} version {builder.version} already exists at "
-            f"{builder.data_path}. Pass overwrite=True (--overwrite) to rebuild it, "
-            "or give a new version (--version)."
+            f"{builder.data_path}. Pass overwrite=True to rebuild it, "
+            "or give a new version (version=)."
         )
 
 

@@ -16,9 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from tfds_bigarrays._build.writer import ShardTask, run_task
-from tfds_bigarrays._errors import MissingDependencyError
+from tfds_bigarrays._errors import MissingDependencyError, TfdsBigarraysError
 
 INSTALL_HINT = "Apache Beam is not installed: pip install 'tfds-bigarrays[beam]'."
+
+
+class BeamOptionsError(TfdsBigarraysError, ValueError):
+    """Beam pipeline options that name no runner Beam can make."""
 
 
 def pipeline_options(flags: Sequence[str] | str | Any | None) -> Any:
@@ -42,7 +46,28 @@ def pipeline_options(flags: Sequence[str] | str | Any | None) -> Any:
             "--direct_running_mode=multi_processing",
             f"--direct_num_workers={os.cpu_count() or 1}",
         ]
-    return PipelineOptions(flags)
+    options = PipelineOptions(flags)
+    _check_runner(options, given=",".join(f.removeprefix("--") for f in flags))
+    return options
+
+
+def _check_runner(options: Any, *, given: str) -> None:
+    """Refuses an unknown runner when the options are read, not mid-build."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.runner import create_runner
+
+    runner = options.view_as(StandardOptions).runner
+    if not isinstance(runner, str):
+        return  # a runner object, or Beam's default
+    try:
+        create_runner(runner)
+    except (ValueError, ImportError, AttributeError) as e:
+        raise BeamOptionsError(
+            f"beam_options={given!r}: runner {runner!r} is not a runner Beam can "
+            "make here; use DirectRunner, PrismRunner, "
+            "apache_beam.runners.dask.dask_runner.DaskRunner, FlinkRunner, SparkRunner or "
+            f"DataflowRunner (docs/scaling.md). Beam said: {' '.join(str(e).split())[:200]}"
+        ) from None
 
 
 def _spread_over_dask(options: Any) -> None:

@@ -106,7 +106,7 @@ def _check_file_format(value: Any, builder: str) -> None:
         fmt = None
     if fmt is not tfds.core.FileFormat.TFRECORD:
         raise PlanError(
-            f"file_format={getattr(value, 'value', value)!r} (--file_format) is not supported "
+            f"file_format={getattr(value, 'value', value)!r} is not supported "
             f"by {builder}: tfds_bigarrays writes TFRecord shards of fixed-length records, "
             "which tfds.data_source reads by index too. Leave file_format out, or pass 'tfrecord'."
         )
@@ -384,7 +384,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 raise DatasetExistsError(
                     f"{self.name} version {self.version} was finished by another build "
                     f"while this one ran; it is complete at {final}. Load it, or rebuild "
-                    "with overwrite=True (--overwrite)."
+                    "with overwrite=True."
                 ) from e
             raise
 

@@ -101,7 +101,7 @@ def shard_ranges(num_examples: int, *, frame_bytes: int, shard_bytes: int) -> li
         raise PlanError(
             f"{num_examples} examples of {frame_bytes} bytes would need {num_shards} shards "
             f"of at most {shard_bytes} bytes; at most {MAX_SHARDS} are written per split. "
-            "Raise the shard size (--shard-size, shard_bytes=, SHARD_BYTES)."
+            "Raise the shard size (shard_bytes=; SHARD_BYTES in a builder class)."
         )
     bounds = [num_examples * i // num_shards for i in range(num_shards + 1)]
     return [RowRange(index=i, start=bounds[i], stop=bounds[i + 1]) for i in range(num_shards)]

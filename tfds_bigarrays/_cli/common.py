@@ -18,6 +18,48 @@ class UsageError(TfdsBigarraysError, ValueError):
     """A command-line argument is malformed."""
 
 
+# Errors raised below the CLI name Python's arguments (`shard_bytes=`); the
+# CLI shows its own flags instead. Python name -> flag:
+FLAGS = {
+    "data_dir": "--data-dir",
+    "splits": "--split",
+    "supervised_keys": "--supervised",
+    "version": "--version",
+    "shard_bytes": "--shard-size",
+    "memory_budget": "--memory-budget",
+    "permute_seed": "--permute",
+    "beam": "--beam",
+    "beam_options": "--beam-options",
+    "description": "--description",
+    "overwrite": "--overwrite",
+    "checksums_dir": "--checksums-dir",
+    "register_checksums": "--register-checksums",
+    "file_format": "--file_format",
+    "card_mb": "--card-mb",
+    "overhead_mb": "--overhead-mb",
+    "models": "--models",
+    "device": "--device",
+}
+_SWITCHES = ("beam", "overwrite", "register_checksums")  # `overwrite=True` is `--overwrite`
+_NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
+_PARAM = re.compile(rf"(?<![\w.-])({_NAMES})=(True\b)?")
+
+
+def as_flags(message: str) -> str:
+    """`shard_bytes=1` -> `--shard-size=1`, `overwrite=True` -> `--overwrite`."""
+
+    def flag(m: re.Match) -> str:
+        name, true = m.group(1), m.group(2)
+        before = m.string[max(0, m.start() - 2) : m.start()]
+        if len(before) == 2 and before[1] == "(" and (before[0].isalnum() or before[0] == "_"):
+            return m.group(0)  # an argument in code, as in ReadOptions(memory_budget=...)
+        if true and name in _SWITCHES:
+            return FLAGS[name]
+        return f"{FLAGS[name]}={true or ''}"
+
+    return _PARAM.sub(flag, message)
+
+
 def parse_size(text: str, *, flag: str) -> int:
     """'256MiB', '1G', '4096' -> bytes (binary units)."""
     match = _SIZE.match(text)

@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:
-    print(f"tfds-bigarrays {args.subcommand}: error: {message}", file=sys.stderr)
+    from tfds_bigarrays._cli.common import as_flags
+
+    print(f"tfds-bigarrays {args.subcommand}: error: {as_flags(message)}", file=sys.stderr)
     return 2
 
 

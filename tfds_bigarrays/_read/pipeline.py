@@ -383,7 +383,18 @@ def build_single_dataset(
     not take.
     """
     layout = layout_of(builder)
-    if layout is None or decoders is not None or read_config.add_tfds_id:
+    if layout is None:
+        return fallback(split, batch_size, shuffle_files, decoders, read_config, as_supervised)
+    if decoders is not None or read_config.add_tfds_id:
+        reason = "decoders=" if decoders is not None else "read_config.add_tfds_id=True"
+        _log.warning(
+            "tfds_bigarrays: %s makes tfds.load read %s/%s with TFDS's own reader, which "
+            "shuffles file order only and is 15-100x slower (docs/read_benchmark.md, "
+            "stock-tfds rows). Leave it out to read with tfds_bigarrays.",
+            reason,
+            builder.name,
+            split,
+        )
         return fallback(split, batch_size, shuffle_files, decoders, read_config, as_supervised)
     return as_dataset(
         builder,

@@ -84,7 +84,7 @@ def publish(source_dir: epath.PathLike, *, registry: Registry, namespace: str) -
     if target.exists():
         raise RegistryError(
             f"{namespace}:{name}:{version} is already published at {target}; versions are "
-            "immutable. Build and publish a new version (--version)."
+            "immutable. Build and publish a new version (version=)."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(target.parent)  # copies of publishes that were killed

@@ -64,7 +64,7 @@ def plan(
         if card is None:
             raise GpuPlanError(
                 "Cannot read the card's memory (no GPU visible, or no nvidia-smi); "
-                "pass card_mb=, e.g. plan(4, card_mb=24576)."
+                "pass card_mb=, e.g. card_mb=24576."
             )
         card_mb = card
     if isinstance(card_mb, bool) or not isinstance(card_mb, int) or card_mb <= 0:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from tfds_bigarrays import _env
 from tfds_bigarrays.gpu._config import ENV_DEVICE, ENV_MEMORY_MB, GpuConfigError, limit_memory
 from tfds_bigarrays.gpu._devices import device_api
+from tfds_bigarrays.gpu._plan import GpuPlanError
 
 ENV_REPORT = _env.GPU_REPORT.name
 ENV_INDEX = _env.MODEL_INDEX.name
@@ -112,6 +114,20 @@ def _wrap(command: Sequence[str]) -> list[str]:
 def run_many(commands: Sequence[Sequence[str]], *, cap_mb: int, stream=None) -> list[ProcessResult]:
     """Starts every command with a cap of `cap_mb`, streams prefixed output, waits."""
     stream = stream or sys.stdout
+    # Every program is checked before the first starts: none is left running
+    # because a later one is missing.
+    for command in commands:
+        program = command[0] if command else ""
+        found = (
+            shutil.which(program)
+            if os.sep not in program
+            else (program if os.access(program, os.X_OK) else None)
+        )
+        if not found and not program.endswith(".py"):
+            raise GpuPlanError(
+                f"command {program!r} is not an executable program (not found on PATH); "
+                "give one after --, e.g. -- python train.py."
+            )
     lock = threading.Lock()
     tmp = tempfile.mkdtemp(prefix="tfds_bigarrays_gpu_")
     procs = []

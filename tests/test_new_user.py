@@ -266,3 +266,75 @@ def test_item6_messages_name_flags_on_the_cli_and_arguments_in_python(tmp_path):
     assert (
         proc.returncode == 2 and "--card-mb=-1 must be" in proc.stderr.strip().splitlines()[-1]
     ), proc.stderr[-500:]
+
+
+# -- 7. the CLI itself
+def _walk(parser, path=()):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for name, child in action.choices.items():
+                yield from _walk(child, (*path, name))
+
+
+def test_item7_every_argument_has_help_and_every_command_examples():
+    import argparse
+
+    from tfds_bigarrays._cli.main import make_parser
+
+    seen = 0
+    for path, parser in _walk(make_parser()):
+        for action in parser._actions:  # noqa: SLF001
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):  # noqa: SLF001
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, (path, action.dest)
+            seen += 1
+        if path:
+            assert "examples:\n  tfds-bigarrays " in (parser.epilog or ""), path
+    assert seen > 40
+    build_help = run_cli("build", "--help").stdout
+    for kind in ("x.npy", "shards/", "data.npz:x", "data.h5:/group/x", "https://"):
+        assert kind in build_help, kind
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"tfds-bigarrays {tb.__version__}"
+
+
+def test_item7_one_default_data_dir_and_tfds_spelling(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env_dir"))
+    np.save(tmp_path / "x.npy", np.arange(6.0))
+    proc = run_cli("build", "defaults", "--split", f"train:x={tmp_path / 'x.npy'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "env_dir/defaults/1.0.0/dataset_info.json").exists()
+    assert f"tfds.load('defaults', split='train', data_dir='{tmp_path / 'env_dir'}'" in proc.stdout
+    for command in ("inspect", "verify"):  # the same default
+        proc = run_cli(command, "defaults")
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])
+    proc = run_cli(
+        "build",
+        "spelled",
+        "--data_dir",
+        str(tmp_path / "tfds_way"),
+        "--split",
+        f"train:x={tmp_path / 'x.npy'}",
+    )
+    assert proc.returncode == 0 and (tmp_path / "tfds_way/spelled/1.0.0").is_dir(), proc.stderr[
+        -2000:
+    ]
+    listed = run_cli("ls", "--data_dir", str(tmp_path / "env_dir"))
+    assert listed.returncode == 0 and listed.stdout.split() == ["defaults", "1.0.0"], listed.stdout
+
+
+def test_item7_ls_without_a_registry_and_registry_errors_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFDS_BIGARRAYS_REGISTRY", raising=False)
+    proc = run_cli("ls")
+    assert proc.returncode == 0 and "No registry file: name one with --registry FILE" in proc.stdout
+    registry = tmp_path / "reg.toml"
+    registry.write_text(f'[team]\npaths = ["{tmp_path}"]\n')
+    proc = run_cli("ls", "teem", "--registry", str(registry))
+    last = proc.stderr.strip().splitlines()[-1]
+    assert (
+        proc.returncode == 2 and f"Unknown namespace 'teem' in registry file {registry}" in last
+    ), last
+    assert "did you mean 'team'" in last.lower() and "TFDS_BIGARRAYS_REGISTRY" not in last

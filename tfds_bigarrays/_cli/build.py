@@ -7,7 +7,15 @@ import os
 import sys
 import time
 
-from tfds_bigarrays._cli.common import UsageError, parse_size
+from tfds_bigarrays._cli.common import UsageError, add_data_dir, data_dir, parse_size, subcommand
+
+SOURCE_KINDS = """sources (PATH in --split):
+  x.npy                 a .npy file (read in row ranges, never whole)
+  shards/               a folder of .npy files, concatenated in name order
+  data.npz:x            a member of an .npz archive (stored members are memory-mapped)
+  data.h5:/group/x      an HDF5 dataset (pip install 'tfds-bigarrays[hdf5]')
+  https://host/x.npy    any of the above by URL, downloaded once and checksummed
+Relative paths are taken from the current directory; ~ is expanded."""
 
 
 def parse_split(text: str) -> tuple[str, dict[str, str]]:
@@ -32,19 +40,27 @@ def parse_split(text: str) -> tuple[str, dict[str, str]]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = subcommand(
+        sub,
         "build",
         help="Convert arrays into a TFDS dataset.",
         description=(
-            "Convert .npy / .npz arrays into a TFDS dataset of TFRecord shards. "
-            "Load it afterwards with `import tfds_bigarrays; tfds.load(NAME, "
-            "data_dir=DIR)`."
+            "Convert arrays into a TFDS dataset of TFRecord shards, in this process "
+            "(--beam for Apache Beam). Load it afterwards with tfds.load(NAME, "
+            "data_dir=DIR); the command prints the line.\n\n" + SOURCE_KINDS
         ),
+        examples=[
+            "tfds-bigarrays build my_arrays --split train:x=x_train.npy,y=y_train.npy "
+            "--split validation:x=x_val.npy,y=y_val.npy --supervised x,y",
+            "tfds-bigarrays build big --data-dir /data/tfds --split train:x=shards/,y=y.npy "
+            "--shard-size 256MiB",
+            "tfds-bigarrays build big --split train:x=x.npy --beam-options "
+            "runner=apache_beam.runners.dask.dask_runner.DaskRunner,"
+            "dask_client_address=tcp://HEAD:8786",
+        ],
     )
     p.add_argument("name", help="dataset name (lower snake case), e.g. my_arrays")
-    p.add_argument(
-        "--data-dir", help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)"
-    )
+    add_data_dir(p, what="to build into")
     p.add_argument(
         "--split",
         action="append",
@@ -61,11 +77,13 @@ def add_parser(sub) -> None:
     p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
     p.add_argument(
         "--shard-size",
+        metavar="SIZE",
         default="128MiB",
         help="max shard file size (default 128MiB; smaller shards mix better when shuffling)",
     )
     p.add_argument(
         "--memory-budget",
+        metavar="SIZE",
         default="128MiB",
         help="default bound on the reader's buffers together: groups being read "
         "and prefetched (and, with sequential access, the shuffle buffer) (default 128MiB)",
@@ -91,6 +109,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--checksums-dir",
+        metavar="DIR",
         default="checksums",
         help="where sizes and sha256 of http(s) sources are kept, as NAME.tsv "
         "(default: ./checksums)",
@@ -100,7 +119,7 @@ def add_parser(sub) -> None:
         action="store_true",
         help="record the checksums of downloaded URLs (otherwise they are verified)",
     )
-    p.add_argument("--description", help="free text recorded in dataset_info.json")
+    p.add_argument("--description", metavar="TEXT", help="free text recorded in dataset_info.json")
     p.add_argument(
         "--overwrite", action="store_true", help="rebuild if this version already exists"
     )
@@ -126,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     builder = tb.build(
         args.name,
         splits=splits,
-        data_dir=args.data_dir,
+        data_dir=data_dir(args),
         supervised_keys=keys,
         version=args.version,
         shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
@@ -149,6 +168,13 @@ def run(args: argparse.Namespace) -> int:
         )
     print(
         f"  {total / 1e6:.1f} MB in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
+    )
+    first = next(iter(builder.info.splits))
+    supervised = ", as_supervised=True" if builder.info.supervised_keys else ""
+    print(
+        "Load it with:\n"
+        f"  tfds.load({builder.name!r}, split={first!r}, data_dir={str(builder.data_dir_root)!r}, "
+        f"shuffle_files=True, batch_size=256{supervised})"
     )
     return 0
 

@@ -6,7 +6,10 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    from tfds_bigarrays._cli.common import subcommand
+
+    p = subcommand(
+        sub,
         "build-op",
         help="Compile the TensorFlow read op against the installed TensorFlow.",
         description=(
@@ -15,7 +18,7 @@ def add_parser(sub) -> None:
             "already; run it after changing TensorFlow. Needs a C++ compiler (CXX, "
             "default g++)."
         ),
-        epilog="example: tfds-bigarrays build-op",
+        examples=["tfds-bigarrays build-op", "CXX=clang++ tfds-bigarrays build-op"],
     )
     p.set_defaults(func=run)
 

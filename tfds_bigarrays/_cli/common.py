@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import textwrap
 
 from etils import epath
 
@@ -78,15 +80,65 @@ def registry(args: argparse.Namespace):
     return lookup.Registry.from_env()
 
 
+def subcommand(sub, name: str, *, help: str, description: str | None = None, examples=()):
+    """A subcommand's parser, with its examples as the epilog of its --help."""
+    epilog = None
+    if examples:
+        epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    # Raw, for the examples and lists; one-line paragraphs are wrapped here.
+    paragraphs = (description or help).split("\n\n")
+    text = "\n\n".join(p if "\n" in p else textwrap.fill(p, 79) for p in paragraphs)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=text,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+DATASET_HELP = (
+    "a dataset built under --data-dir (NAME), or published in the registry "
+    "(NAMESPACE:NAME or NAMESPACE:NAME:VERSION)"
+)
+
+
+def add_data_dir(p: argparse.ArgumentParser, *, what: str) -> None:
+    """--data-dir (and TFDS's spelling, --data_dir), with TFDS's default."""
+    p.add_argument(
+        "--data-dir",
+        "--data_dir",
+        dest="data_dir",
+        metavar="DIR",
+        help=f"TFDS data directory {what} (default: $TFDS_DATA_DIR, else ~/tensorflow_datasets)",
+    )
+
+
+def data_dir(args: argparse.Namespace) -> str:
+    """The data directory every subcommand uses: the flag, else TFDS's default."""
+    from tfds_bigarrays._files import user_path
+
+    return user_path(
+        getattr(args, "data_dir", None)
+        or os.environ.get("TFDS_DATA_DIR")
+        or "~/tensorflow_datasets"
+    )
+
+
+def add_registry(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--registry",
+        metavar="FILE[,FILE]",
+        help="registry TOML file(s), comma-separated (default: $TFDS_BIGARRAYS_REGISTRY)",
+    )
+
+
 def add_dataset_args(p: argparse.ArgumentParser, *, registry: bool = True) -> None:
     """--data-dir, --version (and --registry): how a subcommand finds a dataset."""
-    p.add_argument("--data-dir", help="TFDS data directory holding the dataset")
-    p.add_argument("--version", help="dataset version (default: the latest)")
+    add_data_dir(p, what="holding the dataset")
+    p.add_argument("--version", help="dataset version, e.g. 1.0.0 (default: the latest)")
     if registry:
-        p.add_argument(
-            "--registry",
-            help="registry TOML file(s), comma-separated (default: $TFDS_BIGARRAYS_REGISTRY)",
-        )
+        add_registry(p)
 
 
 def _latest(root: epath.Path, name: str) -> epath.Path:
@@ -99,7 +151,10 @@ def _latest(root: epath.Path, name: str) -> epath.Path:
         else []
     )
     if not versions:
-        raise UsageError(f"No built dataset {name!r} under {root}.")
+        raise UsageError(
+            f"No built dataset {name!r} under {root}; give its --data-dir DIR, or write "
+            "NAMESPACE:NAME for a published one."
+        )
     return versions[-1]
 
 
@@ -114,9 +169,7 @@ def resolve(args: argparse.Namespace) -> epath.Path:
         version = parts[2] if len(parts) > 2 else args.version
         return registry(args).dataset_dir(parts[0], parts[1], version)
     check_name(args.dataset, what="dataset name")
-    if not args.data_dir:
-        raise UsageError(f"{args.dataset!r}: give --data-dir DIR, or write NAMESPACE:NAME.")
-    root = epath.Path(args.data_dir).expanduser()
+    root = epath.Path(data_dir(args))
     if args.version:
         path = root / args.dataset / args.version
         if not (path / "dataset_info.json").exists():

@@ -16,7 +16,10 @@ import threading
 
 
 def add_parser(sub) -> None:
-    service = sub.add_parser(
+    from tfds_bigarrays._cli.common import subcommand
+
+    service = subcommand(
+        sub,
         "data-service",
         help="Run a tf.data service dispatcher or worker (decode on other CPUs).",
         description=(
@@ -25,9 +28,20 @@ def add_parser(sub) -> None:
             "read with TFDS_BIGARRAYS_DATA_SERVICE=grpc://HOST:PORT or "
             "tfds_bigarrays.read_options(data_service=...)."
         ),
+        examples=[
+            "tfds-bigarrays data-service dispatcher --port 5050",
+            "tfds-bigarrays data-service worker --dispatcher HEAD:5050 --host $(hostname)",
+        ],
     )
-    service_sub = service.add_subparsers(dest="service_command", required=True)
-    d = service_sub.add_parser("dispatcher", help="Run the dispatcher (one per job).")
+    service_sub = service.add_subparsers(
+        dest="service_command", required=True, metavar="{dispatcher,worker}"
+    )
+    d = subcommand(
+        service_sub,
+        "dispatcher",
+        help="Run the dispatcher (one per job).",
+        examples=["tfds-bigarrays data-service dispatcher --port 5050 --work-dir /tmp/dispatcher"],
+    )
     d.add_argument("--port", type=int, default=5050, help="port to listen on (default 5050)")
     d.add_argument(
         "--work-dir",
@@ -35,7 +49,12 @@ def add_parser(sub) -> None:
         "resumes its jobs (default: none, state is lost on restart)",
     )
     d.set_defaults(func=_run_dispatcher)
-    w = service_sub.add_parser("worker", help="Run a worker that reads and decodes.")
+    w = subcommand(
+        service_sub,
+        "worker",
+        help="Run a worker that reads and decodes.",
+        examples=["tfds-bigarrays data-service worker --dispatcher localhost:5050"],
+    )
     w.add_argument(
         "--dispatcher",
         required=True,

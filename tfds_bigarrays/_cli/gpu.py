@@ -6,17 +6,29 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    gpu = sub.add_parser("gpu", help="GPU memory tools (several models on one GPU).")
-    gpu_sub = gpu.add_subparsers(dest="gpu_command", required=True)
-    p = gpu_sub.add_parser(
+    from tfds_bigarrays._cli.common import subcommand
+
+    gpu = subcommand(
+        sub,
+        "gpu",
+        help="GPU memory tools (several models on one GPU).",
+        examples=["tfds-bigarrays gpu run --models 4 -- python train.py"],
+    )
+    gpu_sub = gpu.add_subparsers(dest="gpu_command", required=True, metavar="{run}")
+    p = subcommand(
+        gpu_sub,
         "run",
         help="Run N trainings side by side on one GPU, each under a planned memory cap.",
         description=(
             "Run commands side by side, each under a GPU memory cap. Python commands run "
             "under `python -m tfds_bigarrays.gpu` (the cap applies to unmodified scripts); "
-            "others get TFDS_BIGARRAYS_GPU_MEMORY_MB. Separate several commands with ---. "
-            "Example: tfds-bigarrays gpu run --models 4 -- python train.py --lr 0.1"
+            "others get TFDS_BIGARRAYS_GPU_MEMORY_MB. Separate several commands with ---."
         ),
+        examples=[
+            "tfds-bigarrays gpu run --models 4 -- python train.py --lr 0.1",
+            "tfds-bigarrays gpu run -- python a.py --- python b.py",
+            "tfds-bigarrays gpu run --memory-limit 4096 --models 2 -- ./train.sh",
+        ],
     )
     p.add_argument("--models", type=int, help="copies of a single command to run")
     p.add_argument("--memory-limit", type=int, metavar="MB", help="cap per process (else planned)")

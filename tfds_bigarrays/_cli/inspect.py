@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from tfds_bigarrays._cli.common import add_dataset_args, resolve
+from tfds_bigarrays._cli.common import DATASET_HELP, add_dataset_args, resolve, subcommand
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("inspect", help="Splits, counts, sizes, specs and provenance.")
-    p.add_argument("dataset", metavar="NAME|NAMESPACE:NAME")
+    p = subcommand(
+        sub,
+        "inspect",
+        help="Splits, counts, sizes, specs and provenance.",
+        examples=[
+            "tfds-bigarrays inspect my_arrays",
+            "tfds-bigarrays inspect team:my_arrays --registry ~/registry.toml",
+        ],
+    )
+    p.add_argument("dataset", metavar="NAME|NAMESPACE:NAME", help=DATASET_HELP)
     add_dataset_args(p)
     p.set_defaults(func=run)
 

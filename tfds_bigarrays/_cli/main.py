@@ -29,10 +29,14 @@ SUBCOMMANDS = (build, publish, verify, inspect, ls, new, data_service, gpu, buil
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from tfds_bigarrays._version import __version__
+
     parser = argparse.ArgumentParser(
         prog="tfds-bigarrays",
         description="NumPy arrays bigger than RAM as TensorFlow Datasets.",
+        epilog="Run `tfds-bigarrays COMMAND --help` for a command's flags and examples.",
     )
+    parser.add_argument("--version", action="version", version=f"tfds-bigarrays {__version__}")
     # Not dest="command": `gpu run` has a positional of that name (the command to run).
     sub = parser.add_subparsers(dest="subcommand", required=True)
     for module in SUBCOMMANDS:

@@ -6,8 +6,17 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("new", help="Write a dataset folder in the TFDS template layout.")
-    p.add_argument("name")
+    from tfds_bigarrays._cli.common import subcommand
+
+    p = subcommand(
+        sub,
+        "new",
+        help="Write a dataset folder in the TFDS template layout.",
+        description="Write NAME/ with a builder (NAME_dataset_builder.py), its test, "
+        "dummy_data/, checksums.tsv and README, for `tfds build NAME`.",
+        examples=["tfds-bigarrays new my_arrays", "tfds-bigarrays new my_arrays --dir datasets"],
+    )
+    p.add_argument("name", help="dataset name (lower snake case), e.g. my_arrays")
     p.add_argument("--dir", default=".", help="parent folder (default: .)")
     p.set_defaults(func=run)
 

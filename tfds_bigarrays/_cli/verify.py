@@ -6,12 +6,22 @@ import argparse
 
 from etils import epath
 
-from tfds_bigarrays._cli.common import add_dataset_args, resolve
+from tfds_bigarrays._cli.common import DATASET_HELP, add_dataset_args, resolve, subcommand
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("verify", help="Re-hash and re-read every shard of a dataset.")
-    p.add_argument("dataset", metavar="NAME|NAMESPACE:NAME")
+    p = subcommand(
+        sub,
+        "verify",
+        help="Re-hash and re-read every shard of a dataset.",
+        description="Re-read every shard of a dataset: sizes, whole-shard checksums, every "
+        "record's frame, layout and CRC32C. Exit status 1 if a shard is bad.",
+        examples=[
+            "tfds-bigarrays verify my_arrays --data-dir ~/tensorflow_datasets",
+            "tfds-bigarrays verify team:my_arrays:1.0.0 --quick",
+        ],
+    )
+    p.add_argument("dataset", metavar="NAME|NAMESPACE:NAME", help=DATASET_HELP)
     p.add_argument(
         "--quick",
         action="store_true",

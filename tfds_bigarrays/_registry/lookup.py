@@ -68,6 +68,7 @@ class Registry:
     """Namespaces read from one or more TOML files."""
 
     namespaces: Mapping[str, Namespace]
+    files: tuple[str, ...] = ()  # where they were read from, for messages
 
     @classmethod
     def from_files(cls, files: Sequence[epath.PathLike]) -> Registry:
@@ -104,17 +105,26 @@ class Registry:
                     paths=tuple(_resolve(p, registry_file=path) for p in table["paths"]),
                     info=str(table.get("info", "")),
                 )
-        return cls(namespaces=namespaces)
+        return cls(namespaces=namespaces, files=tuple(os.fspath(user_path(f)) for f in files))
 
     @classmethod
     def from_env(cls) -> Registry:
         return cls.from_files(_env.get(_env.REGISTRY))
 
+    def where(self) -> str:
+        """The registry files, or how to name one, for messages."""
+        if self.files:
+            return "registry file " + ", ".join(self.files)
+        return (
+            "no registry file (name one: --registry FILE on the command line, "
+            f"{ENV_REGISTRY}=FILE in the environment; docs/registry.md)"
+        )
+
     def namespace(self, name: str) -> Namespace:
         check_name(name, what="namespace")
         if name not in self.namespaces:
             raise RegistryError(
-                f"Unknown namespace {name!r} (registry: ${ENV_REGISTRY}).{_suggest(name, list(self.namespaces))}"
+                f"Unknown namespace {name!r} in {self.where()}.{_suggest(name, list(self.namespaces))}"
             )
         return self.namespaces[name]
 

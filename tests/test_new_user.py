@@ -3,8 +3,13 @@ failed before the fix."""
 
 from __future__ import annotations
 
+import os
 import pathlib
+import re
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -209,7 +214,7 @@ def test_item5_an_interrupted_build_and_publish_are_one_line_and_leave_the_old_s
     runs = {
         "build": ("tfds_bigarrays._build.writer", "_read_block", ["build", "intr", "--data-dir", str(data),
                   "--split", split, "--shard-size", "4KiB", "--overwrite"]),
-        "publish": ("tfds_bigarrays._registry.publish", "sha256_of", ["publish", "intr", "--data-dir", str(data),
+        "publish": ("tfds_bigarrays._registry.publish", "_copy_hashed", ["publish", "intr", "--data-dir", str(data),
                     "--to", "team", "--registry", str(registry), "--version", "2.0.0"]),
     }  # fmt: skip
     for what, (module, function, argv) in runs.items():
@@ -338,3 +343,114 @@ def test_item7_ls_without_a_registry_and_registry_errors_name_the_file(tmp_path,
         proc.returncode == 2 and f"Unknown namespace 'teem' in registry file {registry}" in last
     ), last
     assert "did you mean 'team'" in last.lower() and "TFDS_BIGARRAYS_REGISTRY" not in last
+
+
+# -- 8. quieter, clearer output
+def test_item8_a_build_prints_no_tfds_download_lines_and_a_load_line_that_works(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(40.0).reshape(20, 2))
+    np.save(tmp_path / "y.npy", np.arange(20))
+    proc = run_cli(
+        "build", "quiet", "--data-dir", "data", "--split", "train:x=x.npy,y=y.npy",
+        "--supervised", "x,y", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for noise in ("Downloading and preparing", "downloaded and prepared", "Unknown size"):
+        assert noise not in proc.stdout + proc.stderr
+    line = proc.stdout.strip().splitlines()[-1].strip()
+    assert line.startswith("tfds.load('quiet'") and str(tmp_path / "data") in line
+    # Pasted as printed, from another directory, it loads the dataset.
+    proc = run_python(
+        f"import tensorflow_datasets as tfds\nds = {line}\n"
+        "x, y = next(iter(ds))\nprint(sorted(y.numpy().tolist()) == list(range(20)), x.shape)"
+    )
+    assert proc.stdout.split() == ["True", "(20,", "2)"], proc.stderr[-2000:]
+
+
+def test_item8_a_download_shows_tfds_download_bar_only(tmp_path, http_server):
+    root, base = http_server
+    np.save(root / "x.npy", np.arange(6.0))
+    proc = run_cli(
+        "build", "fetched", "--data-dir", str(tmp_path / "d"), "--split",
+        f"train:x={base}/x.npy", "--register-checksums",
+        "--checksums-dir", str(tmp_path / "ck"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Downloading and preparing" not in proc.stdout
+    assert "Dl Completed" in proc.stderr  # TFDS's own download bar shows the download
+
+
+def test_item8_tensorflow_start_up_chatter_is_kept_out_of_the_cli():
+    from tfds_bigarrays._cli.quiet import filtered
+
+    # Without the CLI's filter, TensorFlow does print it here (the test could fail).
+    plain = run_python("import tensorflow as tf\ntf.config.list_physical_devices()")
+    assert "absl::InitializeLog" in plain.stderr and "port.cc" in plain.stderr
+    assert filtered(plain.stderr.encode()).strip() == b""
+    kept = b"E0000 00:00:1.5 12 op.cc:7] a real error\nTraceback (most recent call last):\n"
+    assert filtered(kept) == kept
+    # A CLI command that imports TensorFlow: the data service's dispatcher.
+    exe = pathlib.Path(sys.executable).parent / "tfds-bigarrays"
+    with subprocess.Popen(
+        [str(exe), "data-service", "dispatcher", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+    ) as server:
+        try:
+            started = server.stdout.readline()
+        finally:
+            server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=60)
+    assert "dispatcher at" in started, err
+    for chatter in ("absl::InitializeLog", "port.cc", "cudart_stub", "cuInit", "cpu_feature_guard"):
+        assert chatter not in err, err
+
+
+def test_item8_beam_builds_and_publishes_show_progress_and_no_worker_logs(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((400, 8), np.float32))
+    data = tmp_path / "data"
+    proc = run_cli(
+        "build", "beamed", "--data-dir", str(data), "--split", f"train:x={tmp_path / 'x.npy'}",
+        "--shard-size", "4KiB", "--beam-options", "runner=DirectRunner,direct_num_workers=2,"
+        "direct_running_mode=multi_processing",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"Writing \d+ shards \(Beam\)", proc.stderr), proc.stderr
+    for noise in ("INFO:", "WARNING:", "apitools", "sdk_worker"):
+        assert noise not in proc.stderr + proc.stdout, noise
+    log = proc.stdout.split("Beam's log: ", 1)[1].split()[0]
+    assert "sdk_worker" in pathlib.Path(log).read_text()  # kept, not lost
+    registry = tmp_path / "reg.toml"
+    registry.write_text(f'[team]\npaths = ["{tmp_path / "shared"}"]\n')
+    proc = run_cli(
+        "publish", "beamed", "--data-dir", str(data), "--to", "team", "--registry", str(registry)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Publishing team:beamed:1.0.0" in proc.stderr, proc.stderr
+
+
+def test_item8_the_new_template_notes_are_not_the_description(tmp_path):
+    assert run_cli("new", "noted_arrays", "--dir", str(tmp_path)).returncode == 0
+    folder = tmp_path / "noted_arrays"
+    proc = run_tfds_build(folder, manual_dir=folder / "dummy_data", data_dir=tmp_path / "data")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = tfds.builder("noted_arrays", data_dir=tmp_path / "data").info
+    assert info.description == (folder / "README.md").read_text().strip()
+    for note in ("TODO", "pytest", "tfds build", "Edit", "manual_dir"):
+        assert note not in info.description
+
+
+# -- 9. a missing file in the manual directory names that directory
+def test_item9_a_missing_manual_file_names_the_manual_directory(tmp_path):
+    assert run_cli("new", "hinted_arrays", "--dir", str(tmp_path)).returncode == 0
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    np.save(arrays / "x_train.npy", np.zeros(3))
+    proc = run_tfds_build(tmp_path / "hinted_arrays", manual_dir=arrays, data_dir=tmp_path / "data")
+    assert proc.returncode != 0
+    assert (
+        f"no such file in the manual directory '{arrays}' ({arrays}), which relative paths "
+        "are taken from; it holds x_train.npy."
+    ) in proc.stderr, proc.stderr[-2000:]
+    assert str(tmp_path / "hinted_arrays") + "'" not in proc.stderr.splitlines()[-1]

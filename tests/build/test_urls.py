@@ -1,9 +1,5 @@
 """http(s) sources through TFDS's download manager, against a server on 127.0.0.1."""
 
-import functools
-import http.server
-import threading
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -12,22 +8,8 @@ from conftest import run_cli
 import tfds_bigarrays as tb
 
 
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def test_urls_register_then_verify_then_catch_a_change(server, tmp_path):
-    root, base = server
+def test_urls_register_then_verify_then_catch_a_change(http_server, tmp_path):
+    root, base = http_server
     x = np.arange(40, dtype=np.float32).reshape(20, 2)
     np.save(root / "x.npy", x)
     np.savez(root / "d.npz", y=np.arange(20))

@@ -11,9 +11,13 @@ bounded, and the runner only schedules tasks.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import tqdm
 
 from tfds_bigarrays._build.writer import ShardTask, run_task
 from tfds_bigarrays._errors import MissingDependencyError, TfdsBigarraysError
@@ -87,6 +91,47 @@ def _spread_over_dask(options: Any) -> None:
         dask.partition_size = 1
 
 
+@contextlib.contextmanager
+def _progress(tasks: Sequence[ShardTask], *, every: float = 0.5) -> Iterator[None]:
+    """A progress bar over the shards written, while the pipeline runs.
+
+    Beam reports no progress to the process that launched it; a finished
+    task is a shard file in place (written beside, then renamed), so the bar
+    counts those. Files on remote file systems (gs://...) are not polled.
+    """
+    local = [t for t in tasks if "://" not in t.path]
+    if not local:
+        yield
+        return
+    done = threading.Event()
+    examples = {id(t): len(t.rows) for t in local}
+
+    def poll() -> None:
+        waiting = list(local)
+        with tqdm.tqdm(
+            total=sum(examples.values()),
+            desc=f"Writing {len(local)} shards (Beam)",
+            unit=" examples",
+            unit_scale=True,
+            leave=False,
+        ) as bar:
+            while waiting:
+                stop = done.wait(every)
+                finished = {id(t) for t in waiting if os.path.exists(t.path)}
+                bar.update(sum(examples[i] for i in finished))
+                waiting = [t for t in waiting if id(t) not in finished]
+                if stop:
+                    break
+
+    thread = threading.Thread(target=poll, name="beam-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def write_with_beam(tasks: Sequence[ShardTask], *, options: Any) -> None:
     """Runs one Beam pipeline that writes every task's shard."""
     try:
@@ -106,7 +151,8 @@ def write_with_beam(tasks: Sequence[ShardTask], *, options: Any) -> None:
     result = pipeline.run()
     client = getattr(result, "client", None)  # Beam's Dask runner only
     try:
-        result.wait_until_finish()
+        with _progress(tasks):
+            result.wait_until_finish()
     except BaseException:
         if client is not None:
             # Tasks still running would go on writing into a folder that

@@ -250,6 +250,17 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         with owned(self.data_path):
             self._write_dataset(dl_manager, download_config)
 
+    def _log_download_bytes(self) -> None:
+        # TFDS prints download and dataset sizes here that it cannot know for
+        # arrays ("Unknown size"); the progress bars that follow (TFDS's own
+        # for downloads, ours for writing) say more.
+        return
+
+    def _log_download_done(self) -> None:
+        # Printed by TFDS even when nothing was downloaded; the CLI prints
+        # what was built, and the Python API returns the builder.
+        return
+
     def _write_dataset(self, dl_manager, download_config) -> None:
         plan = self._make_plan(dl_manager, download_config)
         features = to_tfds_features(plan.specs)

@@ -603,6 +603,30 @@ def _spec_from(dtype: np.dtype, shape: tuple[int, ...], *, where: str) -> Featur
         raise SourceError(str(e)) from e
 
 
+def _missing(feature: str, text: str, root: str | os.PathLike | None) -> str:
+    """The no-such-file message, naming the folder a relative path was taken from."""
+    if root is None:
+        where = (
+            "" if os.path.isabs(user_path(text)) else f" in {os.getcwd()!r} (the current directory)"
+        )
+        return f"{feature}={text!r}: no such file{where}. Check the path."
+    folder = os.path.abspath(user_path(root))
+    try:
+        held = sorted(os.listdir(folder))
+    except OSError:
+        held = []
+    holds = (
+        f"it holds {', '.join(held[:8])}{', ...' if len(held) > 8 else ''}"
+        if held
+        else "it is empty"
+    )
+    return (
+        f"{feature}={text!r}: no such file in the manual directory {os.fspath(root)!r} "
+        f"({folder}), which relative paths are taken from; {holds}. Put the file there, "
+        "or give its absolute path."
+    )
+
+
 def open_source(
     value: Any,
     *,
@@ -651,8 +675,11 @@ def open_source(
             local = os.fspath(fetch(path))
         else:
             path = user_path(path)
-            if root is not None and not os.path.isabs(path):
+            relative = not os.path.isabs(path)
+            if root is not None and relative:
                 path = os.path.join(user_path(root), path)
+            if not os.path.exists(path):
+                raise SourceError(_missing(feature, text, root if relative else None))
             kind = "dir" if os.path.isdir(path) else os.path.splitext(path)[1].lower()
             local = path
         if kind in (".h5", ".hdf5"):

@@ -15,7 +15,15 @@ class FolderExistsError(TfdsBigarraysError, FileExistsError):
     """The template's folder exists already; nothing is overwritten."""
 
 
-_BUILDER = '''"""{name}: arrays as a TFDS dataset (tfds_bigarrays.ArrayDatasetBuilder)."""
+_BUILDER = '''"""{name}: NumPy arrays as a TFDS dataset (tfds_bigarrays.ArrayDatasetBuilder).
+
+Notes for whoever maintains this folder (the dataset's description, shown by
+`tfds.builder("{name}").info`, is README.md, as in every TFDS dataset folder):
+- SPLITS names the array files, taken from the manual directory.
+- Test: python -m pytest {name}   (the kilobyte arrays in dummy_data/)
+- Build: tfds build {name} --manual_dir /path/to/arrays
+- Load: tfds.load("{name}", split="train", shuffle_files=True, batch_size=256)
+"""
 
 import tensorflow_datasets as tfds
 
@@ -23,11 +31,10 @@ import tfds_bigarrays
 
 
 class Builder(tfds_bigarrays.ArrayDatasetBuilder):
-    """TODO: one line saying what the examples are."""
+    """{name}: rows of NumPy arrays, x with label y."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {{"1.0.0": "Initial release."}}
-    # Relative paths are taken from the manual directory: tfds build --manual_dir DIR
     SPLITS = {{
         "train": {{"x": "x_train.npy", "y": "y_train.npy"}},
         "test": {{"x": "x_test.npy", "y": "y_test.npy"}},
@@ -53,14 +60,11 @@ if __name__ == "__main__":
     tfds.testing.test_main()
 '''
 
-_README = """# {name}
-
-Arrays converted to a TFDS dataset by tfds_bigarrays.
-
-- Edit `SPLITS` in `{name}_dataset_builder.py` (file names in the manual directory).
-- Test: `python -m pytest {name}` (uses `dummy_data/`).
-- Build: `tfds build {name} --manual_dir /path/to/arrays`.
-- Load: `import tfds_bigarrays; tfds.load("{name}", split="train", shuffle_files=True)`.
+# TFDS takes a dataset folder's README.md as the dataset's description
+# (DatasetInfo.description, the catalog page): it holds the description only,
+# and the notes for developers are the builder module's docstring.
+_README = """{name}: rows of NumPy arrays, x with label y, converted into a TFDS dataset
+by tfds_bigarrays.
 """
 
 

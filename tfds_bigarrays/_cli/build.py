@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 
 from tfds_bigarrays._cli.common import UsageError, add_data_dir, data_dir, parse_size, subcommand
+from tfds_bigarrays._cli.quiet import logs_to_file
 
 SOURCE_KINDS = """sources (PATH in --split):
   x.npy                 a .npy file (read in row ranges, never whole)
@@ -141,26 +143,22 @@ def run(args: argparse.Namespace) -> int:
         if len(keys) != 2 or not all(keys):
             raise UsageError(f"--supervised {args.supervised!r} must be INPUT,TARGET, e.g. x,y.")
     _hide_gpus()
+    beam = bool(args.beam or args.beam_options)
     start = time.perf_counter()
-    builder = tb.build(
-        args.name,
-        splits=splits,
-        data_dir=data_dir(args),
-        supervised_keys=keys,
-        version=args.version,
-        shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
-        memory_budget=parse_size(args.memory_budget, flag="--memory-budget"),
-        permute_seed=args.permute,
-        beam=bool(args.beam or args.beam_options),
-        beam_options=args.beam_options,
-        description=args.description,
-        overwrite=args.overwrite,
-        checksums_dir=args.checksums_dir,
-        register_checksums=args.register_checksums,
-    )
+    # Beam's workers log dozens of lines per build: into a file, not the terminal.
+    logs = logs_to_file("tfds_bigarrays-beam-") if beam else contextlib.nullcontext(None)
+    with logs as beam_log:
+        try:
+            builder = _build(tb, args, splits=splits, keys=keys, beam=beam)
+        except BaseException:
+            if beam_log is not None:
+                print(f"Beam's log: {beam_log}", file=sys.stderr)
+            raise
     seconds = time.perf_counter() - start
     total = sum(s.num_bytes for s in builder.info.splits.values())
     print(f"Built {builder.name} {builder.version} at {builder.data_path}")
+    if beam_log is not None:
+        print(f"  Beam's log: {beam_log}")
     for split in builder.info.splits.values():
         print(
             f"  {split.name}: {split.num_examples} examples in {split.num_shards} "
@@ -173,10 +171,34 @@ def run(args: argparse.Namespace) -> int:
     supervised = ", as_supervised=True" if builder.info.supervised_keys else ""
     print(
         "Load it with:\n"
-        f"  tfds.load({builder.name!r}, split={first!r}, data_dir={str(builder.data_dir_root)!r}, "
+        f"  tfds.load({builder.name!r}, split={first!r}, data_dir={_absolute(builder.data_dir_root)!r}, "
         f"shuffle_files=True, batch_size=256{supervised})"
     )
     return 0
+
+
+def _absolute(path) -> str:
+    text = os.fspath(path)
+    return text if "://" in text else os.path.abspath(text)
+
+
+def _build(tb, args: argparse.Namespace, *, splits, keys, beam: bool):
+    return tb.build(
+        args.name,
+        splits=splits,
+        data_dir=data_dir(args),
+        supervised_keys=keys,
+        version=args.version,
+        shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
+        memory_budget=parse_size(args.memory_budget, flag="--memory-budget"),
+        permute_seed=args.permute,
+        beam=beam,
+        beam_options=args.beam_options,
+        description=args.description,
+        overwrite=args.overwrite,
+        checksums_dir=args.checksums_dir,
+        register_checksums=args.register_checksums,
+    )
 
 
 def _hide_gpus() -> None:

@@ -85,12 +85,15 @@ def _dispatcher_address(text: str) -> str:
 
 def _serve(server, what: str) -> int:
     """Prints where the server listens, then blocks until SIGTERM/SIGINT."""
-    print(f"tfds-bigarrays data-service: {what}", flush=True)
     stop = threading.Event()
+    # Before the address is printed: whoever reads it may signal at once.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.stop()
+    try:
+        print(f"tfds-bigarrays data-service: {what}", flush=True)
+        stop.wait()
+    finally:
+        server.stop()  # its gRPC threads would otherwise keep the process alive
     return 0
 
 

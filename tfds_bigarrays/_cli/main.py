@@ -23,6 +23,7 @@ from tfds_bigarrays._cli import (
     publish,
     verify,
 )
+from tfds_bigarrays._cli.quiet import quiet_tensorflow
 from tfds_bigarrays._errors import TfdsBigarraysError
 
 SUBCOMMANDS = (build, publish, verify, inspect, ls, new, data_service, gpu, build_op)
@@ -49,8 +50,10 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = make_parser().parse_args(argv)
+    if args.subcommand != "gpu":  # `gpu run` starts the user's programs: their output is theirs
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet_tensorflow()
     # SIGTERM as Ctrl-C: builds and publishes then clean up what they started.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

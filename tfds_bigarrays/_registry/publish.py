@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 
+import tqdm
 from etils import epath
 
 from tfds_bigarrays._build.plan import VERSION
@@ -47,11 +48,16 @@ def _held(source: epath.Path, version: str) -> Iterator[None]:
             lock.__exit__(None, None, None)
 
 
-def sha256_of(path: epath.Path, *, chunk: int = 8 << 20) -> str:
+def _copy_hashed(
+    source: epath.Path, target: epath.Path, bar: tqdm.tqdm, *, chunk: int = 8 << 20
+) -> str:
+    """Copies `source` to `target`; returns the sha256 of the bytes written."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
+    with source.open("rb") as src, target.open("wb") as dst:
+        while block := src.read(chunk):
+            dst.write(block)
             digest.update(block)
+            bar.update(len(block))
     return digest.hexdigest()
 
 
@@ -92,16 +98,23 @@ def publish(source_dir: epath.PathLike, *, registry: Registry, namespace: str) -
     tmp.mkdir()
     try:
         with owned(tmp), _held(source, version):
+            items = [i for i in source.iterdir() if not i.is_dir() and i.name != OWNER_FILE]
             shards = {}
-            for item in source.iterdir():
-                if item.is_dir() or item.name == OWNER_FILE:
-                    continue
-                item.copy(tmp / item.name)
-                if ".tfrecord-" in item.name:
-                    copied = tmp / item.name
+            with tqdm.tqdm(
+                total=sum(i.stat().length for i in items if ".tfrecord-" in i.name),
+                desc=f"Publishing {namespace}:{name}:{version}",
+                unit="B",
+                unit_scale=True,
+                leave=False,
+            ) as bar:
+                for item in items:
+                    if ".tfrecord-" not in item.name:
+                        item.copy(tmp / item.name)
+                        continue
+                    sha256 = _copy_hashed(item, tmp / item.name, bar)
                     shards[item.name] = {
-                        "bytes": copied.stat().length,
-                        "sha256": sha256_of(copied),
+                        "bytes": (tmp / item.name).stat().length,
+                        "sha256": sha256,
                     }
             (tmp / SHARDS_FILENAME).write_text(json.dumps(shards, indent=1, sort_keys=True))
             if target.exists():  # someone published the same version meanwhile

@@ -3,6 +3,7 @@ failed before the fix."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -454,3 +455,106 @@ def test_item9_a_missing_manual_file_names_the_manual_directory(tmp_path):
         "are taken from; it holds x_train.npy."
     ) in proc.stderr, proc.stderr[-2000:]
     assert str(tmp_path / "hinted_arrays") + "'" not in proc.stderr.splitlines()[-1]
+
+
+# -- 13. a split name that looks like a typo is warned about, not refused
+@pytest.mark.parametrize(
+    ("name", "meant"), [("trian", "train"), ("validaton", "validation"), ("tset", "test")]
+)
+def test_item13_a_typo_of_a_usual_split_name_warns_and_builds(tmp_path, caplog, name, meant):
+    with caplog.at_level("WARNING", logger="tfds_bigarrays"):
+        b = tb.build("typo", data_dir=tmp_path, splits={name: {"x": np.arange(3.0)}})
+    assert list(b.info.splits) == [name]
+    warned = [r.getMessage() for r in caplog.records if "looks like a typo" in r.getMessage()]
+    assert warned == [
+        f"split name {name!r} looks like a typo of {meant!r}; it is built as {name!r}, and "
+        f"tfds.load(split={meant!r}) will not find it. Rename it if {meant!r} was meant."
+    ]
+
+
+def test_item13_usual_and_deliberate_split_names_do_not_warn(tmp_path, caplog):
+    splits = {n: {"x": np.arange(2.0)} for n in ("train", "train_small", "test2", "eval", "val")}
+    with caplog.at_level("WARNING", logger="tfds_bigarrays"):
+        tb.build("typo_free", data_dir=tmp_path, splits=splits)
+    assert not [r for r in caplog.records if "looks like a typo" in r.getMessage()]
+    np.save(tmp_path / "x.npy", np.arange(3.0))
+    proc = run_cli(
+        "build", "typo_cli", "--data-dir", str(tmp_path), "--split", "tarin:x=x.npy", cwd=tmp_path
+    )
+    assert proc.returncode == 0 and "'tarin' looks like a typo of 'train'" in proc.stderr
+
+
+# -- 10. row ranges and percents: one array file, several splits
+def test_item10_one_file_two_splits_on_the_cli_and_in_python(tmp_path):
+    x = np.arange(1000 * 3, dtype=np.float32).reshape(1000, 3)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.arange(1000))
+    proc = run_cli(
+        "build", "ranged", "--data-dir", "d", "--split", "train:x=x.npy[:90%],y=y.npy[:90%]",
+        "--split", "validation:x=x.npy[90%:],y=y.npy[90%:]", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    builder = tfds.builder("ranged", data_dir=tmp_path / "d")
+    got = {
+        s: tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1, shuffle_files=False))
+        for s in ("train", "validation")
+    }
+    np.testing.assert_array_equal(got["train"]["x"], x[:900])
+    np.testing.assert_array_equal(got["validation"]["y"], np.arange(900, 1000))
+    # Python build() and SPLITS take the same strings; row numbers and negative bounds too.
+    b = tb.build(
+        "ranged_py",
+        data_dir=tmp_path / "d",
+        splits={
+            "train": {"x": f"{tmp_path / 'x.npy'}[:-100]", "y": f"{tmp_path / 'y.npy'}[:-100]"},
+            "test": {"x": f"{tmp_path / 'x.npy'}[-100:]", "y": f"{tmp_path / 'y.npy'}[900:1000]"},
+        },
+    )
+    test = tfds.as_numpy(b.as_dataset(split="test", batch_size=-1, shuffle_files=False))
+    np.testing.assert_array_equal(test["x"], x[900:])
+    assert b.info.splits["train"].num_examples == 900
+    provenance = json.loads((b.data_path / "tfds_bigarrays.json").read_text())["provenance"]
+    assert provenance["sources"]["test"]["x"] == f"{tmp_path / 'x.npy'}[-100:]"
+
+
+@pytest.mark.parametrize("n", [7, 10, 33])
+def test_item10_percents_round_as_tfds_split_slicing(tmp_path, n):
+    np.save(tmp_path / "x.npy", np.arange(n))
+    whole = tb.build("whole", data_dir=tmp_path, splits={"train": {"x": tmp_path / "x.npy"}})
+    for pct in (10, 33, 50, 67, 90):
+        b = tb.build(
+            f"pct{pct}",
+            data_dir=tmp_path,
+            splits={"train": {"x": f"{tmp_path / 'x.npy'}[:{pct}%]"}},
+        )
+        tfds_count = whole.info.splits[f"train[:{pct}%]"].num_examples
+        assert b.info.splits["train"].num_examples == tfds_count, (n, pct)
+
+
+def test_item10_overlaps_and_bad_ranges_are_refused_before_writing(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(100.0))
+    x = str(tmp_path / "x.npy")
+    bad = {
+        "overlap": (
+            {"train": {"x": f"{x}[:95%]"}, "validation": {"x": f"{x}[90%:]"}},
+            "splits 'train' and 'validation' overlap: train's x takes rows 0:95 and "
+            f"validation's x rows 90:100 of {x}, so rows 90:95 would be in both.",
+        ),
+        "whole_and_part": (
+            {"train": {"x": x}, "test": {"x": f"{x}[:10]"}},
+            "rows 0:10 would be in both",
+        ),
+        "past_the_end": (
+            {"train": {"x": f"{x}[:101]"}},
+            "row 101 is out of range: the array has 100 rows",
+        ),
+        "reversed": ({"train": {"x": f"{x}[60:40]"}}, "starts at row 60 after it ends at row 40"),
+        "percent": ({"train": {"x": f"{x}[:150%]"}}, "150% is outside -100%..100%"),
+        "empty": ({"train": {"x": f"{x}[40:40]"}}, "split 'train' has no examples"),
+    }
+    for what, (splits, message) in bad.items():
+        with pytest.raises(tb.TfdsBigarraysError, match=re.escape(message)):
+            tb.build(f"bad_{what}", data_dir=tmp_path / "d", splits=splits)
+    assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*.tfrecord*"))
+    # The same array whole in two splits (no range) stays allowed, as before.
+    tb.build("twice", data_dir=tmp_path / "d", splits={"train": {"x": x}, "all_rows": {"x": x}})

@@ -7,12 +7,14 @@ byte is written, so bad input never leaves a half-written dataset behind.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tfds_bigarrays._build.generator import GeneratorSplit, spool
-from tfds_bigarrays._build.sources import ArraySource, open_source
+from tfds_bigarrays._build.sources import ArraySource, RowRangeSource, open_source
 from tfds_bigarrays._errors import TfdsBigarraysError
 from tfds_bigarrays._format.records import RecordCodec
 from tfds_bigarrays._format.spec import FeatureSpec, check_feature_name
@@ -27,6 +29,7 @@ MAX_SHARDS = 100_000
 # or neither TensorFlow nor stock TFDS can parse it.
 MAX_RECORD_BYTES = (1 << 31) - 1
 
+_log = logging.getLogger(__name__)
 _DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # major.minor.patch without leading zeros: TFDS's own rule.
@@ -131,6 +134,45 @@ class DatasetPlan:
     supervised_keys: tuple[str, ...] | None
 
 
+# The split names TFDS, Keras and most training scripts look for.
+_USUAL_SPLITS = ("train", "validation", "test")
+
+
+def _warn_if_typo(split: str) -> None:
+    """Warns (does not refuse: any name is allowed) about a near-miss of a usual name."""
+    if split in _USUAL_SPLITS or re.fullmatch(r"(train|validation|test)[_\d].*", split):
+        return  # train_small, test2: deliberate names
+    close = difflib.get_close_matches(split.lower(), _USUAL_SPLITS, n=1, cutoff=0.75)
+    if close:
+        _log.warning(
+            "split name %r looks like a typo of %r; it is built as %r, and "
+            "tfds.load(split=%r) will not find it. Rename it if %r was meant.",
+            split, close[0], split, close[0], close[0],
+        )  # fmt: skip
+
+
+def _check_no_overlap(plans: Mapping[str, SplitPlan]) -> None:
+    """Refuses two splits that take the same rows of one array, through a row range."""
+    uses: dict[str, list[tuple[str, str, int, int, bool]]] = {}
+    for split in plans.values():
+        for feature, source in split.sources.items():
+            if isinstance(source, RowRangeSource):
+                key, a, b, ranged = source.inner.description, source.start, source.stop, True
+            else:
+                key, a, b, ranged = source.description, 0, len(source), False
+            uses.setdefault(key, []).append((split.name, feature, a, b, ranged))
+    for key, entries in uses.items():
+        for i, (s1, f1, a1, b1, r1) in enumerate(entries):
+            for s2, f2, a2, b2, r2 in entries[i + 1 :]:
+                if s1 != s2 and (r1 or r2) and max(a1, a2) < min(b1, b2):
+                    raise PlanError(
+                        f"splits {s1!r} and {s2!r} overlap: {s1}'s {f1} takes rows {a1}:{b1} "
+                        f"and {s2}'s {f2} rows {a2}:{b2} of {key}, so rows "
+                        f"{max(a1, a2)}:{min(b1, b2)} would be in both. Make the ranges "
+                        "meet, e.g. x.npy[:90%] and x.npy[90%:]."
+                    )
+
+
 def make_plan(
     splits: Mapping[str, Mapping[str, Any]],
     *,
@@ -178,6 +220,7 @@ def make_plan(
                 f"split name {split!r} is not valid: use letters, digits and '_', at most "
                 f"{MAX_NAME_LENGTH} (for example 'train' or 'validation'; 'all' is reserved)."
             )
+        _warn_if_typo(split)
         if isinstance(features, GeneratorSplit):
             if spool_dir is None:
                 raise PlanError(f"split {split!r}: generator splits need a spool directory.")
@@ -227,6 +270,7 @@ def make_plan(
             )
         plans[split] = SplitPlan(name=split, sources=sources, num_examples=num_examples)
     assert specs is not None
+    _check_no_overlap(plans)
     if all(s.row_bytes == 0 for s in specs.values()):
         raise PlanError(
             f"every feature has rows of no values ({', '.join(f'{f}: {s}' for f, s in specs.items())}): "

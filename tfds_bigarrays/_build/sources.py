@@ -15,6 +15,7 @@ import dataclasses
 import math
 import mmap
 import os
+import re
 import socket
 import zipfile
 import zlib
@@ -594,6 +595,66 @@ class ShardDirSource(_Described):
         return self._shards[i]
 
 
+# PATH[start:stop], each bound a row number or a percent, as in TFDS's
+# split slicing ('train[:90%]'); negative bounds count from the end.
+_ROWS = re.compile(r"^(?P<path>.+)\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\]$")
+
+
+def _bound(text: str | None, n: int, *, default: int, where: str) -> int:
+    if text is None:
+        return default
+    if text.endswith("%"):
+        percent = int(text[:-1])
+        if not -100 <= percent <= 100:
+            raise SourceError(f"{where}: {text} is outside -100%..100%.")
+        # TFDS's rounding for percent slices (`rounding='closest'`), so that
+        # x.npy[:90%] holds the rows tfds.load(split='all[:90%]') would.
+        value = int(round(percent * n / 100.0))
+    else:
+        value = int(text)
+        if not -n <= value <= n:
+            raise SourceError(
+                f"{where}: row {value} is out of range: the array has {n} rows. Give a row "
+                f"in -{n}..{n}, or a percent."
+            )
+    return value + n if value < 0 else value
+
+
+class RowRangeSource(_Described):
+    """Rows `[start, stop)` of another source: `x.npy[:90%]`, `x.npy[1000:]`."""
+
+    def __init__(self, inner: ArraySource, start: int, stop: int, *, text: str):
+        self.inner, self.start, self.stop = inner, start, stop
+        self._spec = inner.spec
+        self._description = f"{inner.description}[{text}]"
+        self.random_access = getattr(inner, "random_access", False)
+
+    @classmethod
+    def parse(cls, inner: ArraySource, start: str | None, stop: str | None, *, where: str):
+        n = len(inner)
+        a = _bound(start, n, default=0, where=where)
+        b = _bound(stop, n, default=n, where=where)
+        if a > b:
+            raise SourceError(
+                f"{where}: the range starts at row {a} after it ends at row {b} (of {n}); "
+                "give [start:stop] with start <= stop."
+            )
+        return cls(inner, a, b, text=f"{start or ''}:{stop or ''}")
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.inner.read(self.start + start, self.start + stop)
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        return self.inner.take(np.asarray(indices) + self.start)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if hasattr(self.inner, "close"):
+            self.inner.close()
+
+
 def _spec_from(dtype: np.dtype, shape: tuple[int, ...], *, where: str) -> FeatureSpec:
     if not shape:
         raise SourceError(f"{where} holds a 0-d array; the first axis must index examples.")
@@ -640,7 +701,9 @@ def open_source(
       value: a numpy array; a path to a `.npy` file; a directory of `.npy`
         shards; `PATH.npz:MEMBER` or a `.npz` path (the member then defaults
         to the feature name); `PATH.h5:/DATASET` (HDF5, default dataset: the
-        feature name); or any object implementing `ArraySource`.
+        feature name); or any object implementing `ArraySource`. A path may
+        end in a row range, `x.npy[:90%]`, `x.npy[1000:2000]`, `x.npy[-10%:]`
+        (row numbers or percents, rounded as TFDS rounds `train[:90%]`).
       feature: the feature's name, for messages and as default `.npz` member.
       root: directory that relative paths are taken from.
       fetch: downloads an http(s) URL and returns the local path (the TFDS
@@ -659,6 +722,11 @@ def open_source(
             raise SourceError(f"{feature}: {e}") from e
     if isinstance(value, (str, os.PathLike)):
         text = os.fspath(value)
+        rows = _ROWS.match(text)
+        if rows and not os.path.exists(user_path(text)):
+            inner = open_source(rows["path"], feature=feature, root=root, fetch=fetch)
+            where = f"{feature}={text!r}"
+            return RowRangeSource.parse(inner, rows["start"], rows["stop"], where=where)
         path, member = text, None
         lowered = text.lower()
         for ext in (".npz:", ".h5:", ".hdf5:"):

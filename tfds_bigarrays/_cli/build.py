@@ -17,6 +17,8 @@ SOURCE_KINDS = """sources (PATH in --split):
   data.npz:x            a member of an .npz archive (stored members are memory-mapped)
   data.h5:/group/x      an HDF5 dataset (pip install 'tfds-bigarrays[hdf5]')
   https://host/x.npy    any of the above by URL, downloaded once and checksummed
+  'x.npy[:90%]'         rows of any of the above: [start:stop], row numbers or percents
+                        (one file, two splits: train:x=x.npy[:90%] validation:x=x.npy[90%:])
 Relative paths are taken from the current directory; ~ is expanded."""
 
 
@@ -69,7 +71,7 @@ def add_parser(sub) -> None:
         required=True,
         metavar="SPLIT:FEATURE=PATH,...",
         help="a split and its arrays, e.g. train:x=x.npy,y=y.npy; PATH may be "
-        "FILE.npz:MEMBER. Repeat for each split.",
+        "FILE.npz:MEMBER, and may end in a row range, 'x.npy[:90%%]'. Repeat for each split.",
     )
     p.add_argument(
         "--supervised",

@@ -558,3 +558,71 @@ def test_item10_overlaps_and_bad_ranges_are_refused_before_writing(tmp_path):
     assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*.tfrecord*"))
     # The same array whole in two splits (no range) stays allowed, as before.
     tb.build("twice", data_dir=tmp_path / "d", splits={"train": {"x": x}, "all_rows": {"x": x}})
+
+
+# -- 12. nested supervised keys, for multi-input Keras models
+def test_item12_nested_supervised_keys_feed_a_two_input_keras_model(tmp_path):
+    import keras
+
+    rng = np.random.default_rng(0)
+    n = 64
+    a, b = rng.normal(size=(n, 2)).astype(np.float32), rng.normal(size=(n, 3)).astype(np.float32)
+    y = (a[:, 0] > 0).astype(np.int64)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    np.save(tmp_path / "y.npy", y)
+    proc = run_cli(
+        "build", "two_inputs", "--data-dir", "d", "--split", "train:a=a.npy,b=b.npy,y=y.npy",
+        "--supervised", "a+b,y", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    builder = tfds.builder("two_inputs", data_dir=tmp_path / "d")
+    assert builder.info.supervised_keys == (("a", "b"), "y")
+    ds = tfds.load(
+        "two_inputs", split="train", data_dir=tmp_path / "d", as_supervised=True, batch_size=n,
+        shuffle_files=False,
+    )  # fmt: skip
+    (got_a, got_b), got_y = next(iter(tfds.as_numpy(ds)))
+    np.testing.assert_array_equal(got_a, a)
+    np.testing.assert_array_equal(got_b, b)
+    np.testing.assert_array_equal(got_y, y)
+    in_a, in_b = keras.Input((2,)), keras.Input((3,))
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([in_a, in_b]))
+    model = keras.Model([in_a, in_b], out)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+    # A dict of inputs, in Python; and stock TFDS (no plugin) yields the same nest.
+    tb.build(
+        "dict_inputs",
+        data_dir=tmp_path / "d",
+        splits={"train": {"a": a, "b": b, "y": y}},
+        supervised_keys=({"first": "a", "second": "b"}, "y"),
+    )
+    proc = run_python(
+        "import tensorflow_datasets as tfds\n"
+        f"ds = tfds.load('dict_inputs', split='train', data_dir={str(tmp_path / 'd')!r}, "
+        "as_supervised=True, batch_size=64, shuffle_files=False)\n"
+        "x, y = next(iter(tfds.as_numpy(ds)))\n"
+        "print(sorted(x), x['second'].shape, int(y.sum()))",
+        env={"TFDS_BIGARRAYS_AUTOLOAD": "0"},
+    )
+    assert proc.stdout.strip() == f"['first', 'second'] (64, 3) {int(y.sum())}", proc.stderr[-2000:]
+
+
+def test_item12_bad_supervised_keys_are_named(tmp_path):
+    splits = {"train": {"x": np.zeros(2), "y": np.zeros(2)}}
+    for keys, why in [
+        ((("x", "nope"), "y"), "'nope' is not one of them"),
+        (("x",), "must be (input, target) or (input, target, weights)"),
+        ("xy", "must be (input, target)"),
+        ((("x", 3), "y"), "must be (input, target)"),
+    ]:
+        with pytest.raises(tb.TfdsBigarraysError, match=re.escape(why)):
+            tb.build("bad_keys", data_dir=tmp_path, splits=splits, supervised_keys=keys)
+    np.save(tmp_path / "x.npy", np.zeros(2))
+    proc = run_cli(
+        "build", "bad_keys", "--data-dir", str(tmp_path), "--split", "train:x=x.npy",
+        "--supervised", "x+,x", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "join several inputs with +" in proc.stderr

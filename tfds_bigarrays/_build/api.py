@@ -126,7 +126,7 @@ def build(
     *,
     splits: Mapping[str, Mapping[str, Any]],
     data_dir: str | os.PathLike | None = None,
-    supervised_keys: Sequence[str] | None = None,
+    supervised_keys: Sequence[Any] | None = None,
     version: str = "1.0.0",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -149,7 +149,9 @@ def build(
         path, a directory of `.npy` shards, `PATH.npz:MEMBER`,
         `PATH.h5:/DATASET`), or split name -> `from_generator(...)`.
       data_dir: TFDS data directory (default: TFDS's, `~/tensorflow_datasets`).
-      supervised_keys: (input, target) feature names for `as_supervised=True`.
+      supervised_keys: what `as_supervised=True` yields: (input, target) or
+        (input, target, weights), each a feature name or a tuple or dict of
+        them, e.g. `(('x1', 'x2'), 'y')` for a two-input Keras model.
       version: dataset version, `major.minor.patch`.
       shard_bytes: bound on each shard file's size.
       memory_budget: default bound, in bytes, on the reader's buffers together

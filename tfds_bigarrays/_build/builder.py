@@ -139,7 +139,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
     SPLITS: ClassVar[Mapping[str, Mapping[str, Any]] | None] = None
-    SUPERVISED_KEYS: ClassVar[tuple[str, str] | None] = None
+    # (input, target), or (input, target, weights); each a feature name or a
+    # tuple or dict of them, e.g. (('x1', 'x2'), 'y') for a two-input model.
+    SUPERVISED_KEYS: ClassVar[tuple[Any, ...] | None] = None
     SHARD_BYTES: ClassVar[int] = DEFAULT_SHARD_BYTES
     READ_MEMORY_BUDGET: ClassVar[int] = DEFAULT_MEMORY_BUDGET
     # Write rows in a keyed pseudo-random order (see README: shuffle quality).
@@ -185,7 +187,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         info = self.dataset_info_from_configs(
             description=self.DESCRIPTION or (self.__doc__ or "").strip().split("\n")[0],
             features=features,
-            supervised_keys=tuple(keys) if keys else None,
+            supervised_keys=_tuples(keys) if keys else None,
         )
         # TFDS fills the info of a dataset not built yet from its GCS bucket: a
         # catalog dataset of the same name would lend us its splits, and each
@@ -468,6 +470,15 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             read_config=read_config,
             as_supervised=as_supervised,
         )
+
+
+def _tuples(keys: Any) -> Any:
+    """Supervised keys with lists as tuples, the nest TFDS's DatasetInfo stores."""
+    if isinstance(keys, (list, tuple)):
+        return tuple(_tuples(k) for k in keys)
+    if isinstance(keys, Mapping):
+        return {k: _tuples(v) for k, v in keys.items()}
+    return keys
 
 
 def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) -> None:

@@ -131,7 +131,7 @@ class DatasetPlan:
 
     splits: Mapping[str, SplitPlan]
     specs: Mapping[str, FeatureSpec]
-    supervised_keys: tuple[str, ...] | None
+    supervised_keys: tuple[Any, ...] | None
 
 
 # The split names TFDS, Keras and most training scripts look for.
@@ -173,10 +173,37 @@ def _check_no_overlap(plans: Mapping[str, SplitPlan]) -> None:
                     )
 
 
+def _supervised_keys(value: Any, specs: Mapping[str, FeatureSpec]) -> tuple[Any, ...]:
+    """(input, target) or (input, target, weights), each a feature name or a
+    nest of them (tuples, lists, dicts), as TFDS's `supervised_keys`."""
+    usage = (
+        f"supervised_keys={value!r} must be (input, target) or (input, target, weights), "
+        "each a feature name or a tuple or dict of them, e.g. ('x', 'y') or "
+        f"(('x1', 'x2'), 'y'); the dataset has features {sorted(specs)}."
+    )
+
+    def nest(item: Any) -> Any:
+        if isinstance(item, str):
+            if item not in specs:
+                raise PlanError(f"{usage} {item!r} is not one of them.")
+            return item
+        if isinstance(item, (tuple, list)) and item:
+            return tuple(nest(i) for i in item)
+        if isinstance(item, Mapping) and item and all(isinstance(k, str) for k in item):
+            return {k: nest(v) for k, v in item.items()}
+        raise PlanError(usage)
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise PlanError(usage)
+    if len(value) not in (2, 3):
+        raise PlanError(usage)
+    return tuple(nest(item) for item in value)
+
+
 def make_plan(
     splits: Mapping[str, Mapping[str, Any]],
     *,
-    supervised_keys: Sequence[str] | None = None,
+    supervised_keys: Sequence[Any] | None = None,
     root: Any = None,
     max_examples_per_split: int | None = None,
     random_access: bool = False,
@@ -187,7 +214,7 @@ def make_plan(
 
     Args:
       splits: split name -> feature name -> source (see `open_source`).
-      supervised_keys: optional (input, target) feature names.
+      supervised_keys: optional (input, target) feature names, or nests of them.
       root: directory that relative paths are taken from.
       max_examples_per_split: keep only the first N rows of each split.
       random_access: every source must read rows in any order (`take`), as a
@@ -287,16 +314,5 @@ def make_plan(
         )
     keys = None
     if supervised_keys is not None:
-        if isinstance(supervised_keys, (str, bytes)):
-            raise PlanError(
-                f"supervised_keys={supervised_keys!r} is a string; give two feature "
-                "names (input, target), e.g. ('x', 'y')."
-            )
-        keys = tuple(supervised_keys)
-        unknown = [k for k in keys if k not in specs]
-        if len(keys) != 2 or unknown:
-            raise PlanError(
-                f"supervised_keys={supervised_keys!r} must name two features of "
-                f"the dataset (input, target); it has {sorted(specs)}."
-            )
+        keys = _supervised_keys(supervised_keys, specs)
     return DatasetPlan(splits=plans, specs=specs, supervised_keys=keys)

@@ -76,7 +76,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--supervised",
         metavar="INPUT,TARGET",
-        help="features returned by as_supervised=True, e.g. x,y",
+        help="features returned by as_supervised=True, e.g. x,y; several inputs joined "
+        "with + (x1+x2,y gives ((x1, x2), y) for a two-input model); a third for weights",
     )
     p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
     p.add_argument(
@@ -141,9 +142,14 @@ def run(args: argparse.Namespace) -> int:
         splits[name] = features
     keys = None
     if args.supervised:
-        keys = tuple(k.strip() for k in args.supervised.split(","))
-        if len(keys) != 2 or not all(keys):
-            raise UsageError(f"--supervised {args.supervised!r} must be INPUT,TARGET, e.g. x,y.")
+        parts = [p.strip() for p in args.supervised.split(",")]
+        keys = tuple(tuple(p.split("+")) if "+" in p else p for p in parts)
+        names = [n for p in parts for n in p.split("+")]
+        if len(keys) not in (2, 3) or not all(n.strip() == n and n for n in names):
+            raise UsageError(
+                f"--supervised {args.supervised!r} must be INPUT,TARGET (or INPUT,TARGET,WEIGHTS), "
+                "e.g. x,y; join several inputs with +, e.g. x1+x2,y."
+            )
     _hide_gpus()
     beam = bool(args.beam or args.beam_options)
     start = time.perf_counter()

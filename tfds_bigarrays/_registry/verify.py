@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from typing import Any
 
 import google_crc32c
 import tensorflow_datasets as tfds
@@ -171,10 +172,9 @@ def describe(directory: epath.PathLike) -> str:
     if layout is not None:
         for name, spec in layout.specs.items():
             lines.append(f"| {name} | {spec.dtype.name} | {list(spec.shape)} |")
-        items = info.get("supervisedKeys", {}).get("tuple", {}).get("items", [])
-        if items:
-            keys = ", ".join(item.get("featureKey", "?") for item in items)
-            lines += ["", f"supervised keys (as_supervised=True): ({keys})"]
+        keys = info.get("supervisedKeys")
+        if keys:
+            lines += ["", f"supervised keys (as_supervised=True): {_nest_text(keys)}"]
         lines += ["", "provenance:"]
         lines += [f"  {k}: {v}" for k, v in layout.provenance.items() if k != "shards"]
         for split, receipts in layout.provenance.get("shards", {}).items():
@@ -186,3 +186,16 @@ def describe(directory: epath.PathLike) -> str:
     published = (directory / SHARDS_FILENAME).exists()
     lines.append(f"  shard sha256 recorded: {'yes' if published else 'no (not published)'}")
     return "\n".join(lines)
+
+
+def _nest_text(node: dict[str, Any]) -> str:
+    """A SupervisedKeys proto (as dataset_info.json stores it) as Python writes the nest."""
+    if "featureKey" in node:
+        return str(node["featureKey"])
+    if "tuple" in node:
+        items = [_nest_text(i) for i in node["tuple"].get("items", [])]
+        return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+    if "dict" in node:
+        pairs = node["dict"].get("dict", {})
+        return "{" + ", ".join(f"{k}: {_nest_text(v)}" for k, v in pairs.items()) + "}"
+    return "?"

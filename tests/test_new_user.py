@@ -626,3 +626,87 @@ def test_item12_bad_supervised_keys_are_named(tmp_path):
         "--supervised", "x+,x", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2 and "join several inputs with +" in proc.stderr
+
+
+# -- 11. label metadata: ClassLabel features
+def test_item11_class_names_make_a_class_label_that_stock_tfds_reads(tmp_path):
+    y = np.array([0, 1, 2, 1, 0, 2, 2, 1] * 4, dtype=np.int32)
+    x = np.arange(len(y) * 2, dtype=np.float32).reshape(-1, 2)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    proc = run_cli(
+        "build", "pets", "--data-dir", "d", "--split", "train:image=x.npy,label=y.npy",
+        "--supervised", "image,label", "--class-names", "cat,dog,bird", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    builder = tfds.builder("pets", data_dir=tmp_path / "d")
+    label = builder.info.features["label"]
+    assert isinstance(label, tfds.features.ClassLabel)
+    assert (label.num_classes, label.names) == (3, ["cat", "dog", "bird"])
+    ours = builder.as_dataset(split="train", batch_size=-1, shuffle_files=False)
+    assert ours["label"].dtype == np.int64  # as TFDS gives a ClassLabel
+    np.testing.assert_array_equal(ours["label"], y)
+    assert builder.as_data_source("train")[3]["label"] == np.int64(1)
+    frame = tfds.as_dataframe(builder.as_dataset(split="train").take(3), builder.info)
+    assert list(frame["label"]) == [0, 1, 2]
+    # Stock TFDS, without the plugin, reads the same labels and names.
+    proc = run_python(
+        "import sys\nimport tensorflow_datasets as tfds\n"
+        f"b = tfds.builder('pets', data_dir={str(tmp_path / 'd')!r})\n"
+        "ds = b.as_dataset(split='train', batch_size=-1, shuffle_files=False)\n"
+        "f = b.info.features['label']\n"
+        "print('tfds_bigarrays' in sys.modules, ds['label'].dtype.name, "
+        "ds['label'].numpy().tolist(), f.int2str(2))",
+        env={"TFDS_BIGARRAYS_AUTOLOAD": "0"},
+    )
+    assert proc.stdout.split(" ", 2)[:2] == ["False", "int64"], proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith(f"{y.tolist()} bird")
+
+
+def test_item11_num_classes_in_python_and_class_labels_in_a_builder(tmp_path):
+    y = np.array([3, 0, 9], dtype=np.uint8)
+    b = tb.build(
+        "digits", data_dir=tmp_path, splits={"train": {"x": np.zeros((3, 2)), "y": y}},
+        class_labels={"y": 10},
+    )  # fmt: skip
+    assert b.info.features["y"].num_classes == 10 and b.info.features["y"].names[9] == "9"
+    cls = type(
+        "Flags",
+        (tb.ArrayDatasetBuilder,),
+        {
+            "SPLITS": {"train": {"x": np.zeros((2, 1)), "flag": np.array([True, False])}},
+            "CLASS_LABELS": {"flag": ["no", "yes"]},
+            "__module__": __name__,
+        },
+    )
+    builder = cls(data_dir=tmp_path)
+    builder.download_and_prepare()
+    got = builder.as_dataset(split="train", batch_size=-1, shuffle_files=False)
+    assert got["flag"].numpy().tolist() == [1, 0]
+    assert builder.info.features["flag"].names == ["no", "yes"]
+
+
+def test_item11_bad_class_labels_are_refused_and_leave_nothing(tmp_path):
+    splits = {"train": {"x": np.zeros((3, 2), np.float32), "y": np.array([0, 1, 5])}}
+    for labels, why in [
+        ({"y": ["a", "b"]}, "row 2 holds label 5, outside 0..1 (class_labels gives 2 classes)"),
+        ({"x": 3}, "x is float32[2]"),
+        ({"z": 3}, "class_labels names 'z', which split 'train' does not have"),
+        ({"y": ["a", "a"]}, "'a' is given twice"),
+        ({"y": 0}, "a number of classes is 1..2**32"),
+        ({"y": "abc"}, "must be a list of class names or a number of classes"),
+    ]:
+        with pytest.raises(tb.TfdsBigarraysError, match=re.escape(why)):
+            tb.build("bad_labels", data_dir=tmp_path / "d", splits=splits, class_labels=labels)
+        assert not (tmp_path / "d" / "bad_labels").exists()
+    np.save(tmp_path / "x.npy", np.zeros(2))
+    np.save(tmp_path / "y.npy", np.zeros(2, np.int64))
+    for flags, why in [
+        (["--class-names", "a,b"], "--class-names 'a,b': which feature?"),
+        (["--num-classes", "y=ten"], "--num-classes 'y=ten': N must be a positive integer"),
+    ]:
+        proc = run_cli(
+            "build", "bad_cli_labels", "--data-dir", str(tmp_path / "d"),
+            "--split", "train:x=x.npy,y=y.npy", *flags, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr

@@ -127,6 +127,7 @@ def build(
     splits: Mapping[str, Mapping[str, Any]],
     data_dir: str | os.PathLike | None = None,
     supervised_keys: Sequence[Any] | None = None,
+    class_labels: Mapping[str, Any] | None = None,
     version: str = "1.0.0",
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -152,6 +153,10 @@ def build(
       supervised_keys: what `as_supervised=True` yields: (input, target) or
         (input, target, weights), each a feature name or a tuple or dict of
         them, e.g. `(('x1', 'x2'), 'y')` for a two-input Keras model.
+      class_labels: features that are class ids: feature -> class names
+        (`{'y': ['cat', 'dog']}`) or number of classes (`{'y': 10}`). Each
+        becomes a `tfds.features.ClassLabel` (`info.features['y'].names`),
+        read back as int64; a value outside 0..num_classes-1 fails the build.
       version: dataset version, `major.minor.patch`.
       shard_bytes: bound on each shard file's size.
       memory_budget: default bound, in bytes, on the reader's buffers together
@@ -206,6 +211,7 @@ def build(
         plan = make_plan(
             splits,
             supervised_keys=supervised_keys,
+            class_labels=class_labels,
             random_access=permute_seed is not None,
             spool_dir=spool_dir,
             fetch=_url_fetcher(

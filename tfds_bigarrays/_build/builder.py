@@ -142,6 +142,9 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     # (input, target), or (input, target, weights); each a feature name or a
     # tuple or dict of them, e.g. (('x1', 'x2'), 'y') for a two-input model.
     SUPERVISED_KEYS: ClassVar[tuple[Any, ...] | None] = None
+    # Features that are class ids: feature -> class names, or number of
+    # classes, e.g. {"label": ["cat", "dog"]}; they become ClassLabels.
+    CLASS_LABELS: ClassVar[Mapping[str, Any] | None] = None
     SHARD_BYTES: ClassVar[int] = DEFAULT_SHARD_BYTES
     READ_MEMORY_BUDGET: ClassVar[int] = DEFAULT_MEMORY_BUDGET
     # Write rows in a keyed pseudo-random order (see README: shuffle quality).
@@ -182,7 +185,8 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def _info(self) -> tfds.core.DatasetInfo:
         # Features are inferred from the sources at build time, and read back
         # from features.json when loading, unless a plan already knows them.
-        features = to_tfds_features(self._plan.specs) if self._plan else None
+        plan = self._plan
+        features = to_tfds_features(plan.specs, plan.class_labels) if plan else None
         keys = self._plan.supervised_keys if self._plan else self.SUPERVISED_KEYS
         info = self.dataset_info_from_configs(
             description=self.DESCRIPTION or (self.__doc__ or "").strip().split("\n")[0],
@@ -227,6 +231,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 supervised_keys=plan.supervised_keys,
                 max_examples_per_split=limit,
                 random_access=self.PERMUTE_SEED is not None,
+                class_labels=plan.class_labels,
             )
         sources = self._split_sources(dl_manager)
         # Only ask for the manual dir when it is needed: TFDS raises if unset.
@@ -234,6 +239,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         return make_plan(
             sources,
             supervised_keys=self.SUPERVISED_KEYS,
+            class_labels=self.CLASS_LABELS,
             root=root,
             max_examples_per_split=download_config.max_examples_per_split,
             random_access=self.PERMUTE_SEED is not None,
@@ -265,7 +271,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     def _write_dataset(self, dl_manager, download_config) -> None:
         plan = self._make_plan(dl_manager, download_config)
-        features = to_tfds_features(plan.specs)
+        features = to_tfds_features(plan.specs, plan.class_labels)
         if self.info.features is None:
             # DatasetInfo has no public setter; features known only now.
             self.info._features = features  # noqa: SLF001

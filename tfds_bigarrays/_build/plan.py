@@ -13,8 +13,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from tfds_bigarrays._build.generator import GeneratorSplit, spool
-from tfds_bigarrays._build.sources import ArraySource, RowRangeSource, open_source
+from tfds_bigarrays._build.sources import (
+    ArraySource,
+    ClassLabelSource,
+    RowRangeSource,
+    open_source,
+)
 from tfds_bigarrays._errors import TfdsBigarraysError
 from tfds_bigarrays._format.records import RecordCodec
 from tfds_bigarrays._format.spec import FeatureSpec, check_feature_name
@@ -132,6 +139,8 @@ class DatasetPlan:
     splits: Mapping[str, SplitPlan]
     specs: Mapping[str, FeatureSpec]
     supervised_keys: tuple[Any, ...] | None
+    # feature -> its class names, or its number of classes (names '0', '1', ...)
+    class_labels: Mapping[str, tuple[str, ...] | int] = dataclasses.field(default_factory=dict)
 
 
 # The split names TFDS, Keras and most training scripts look for.
@@ -200,6 +209,67 @@ def _supervised_keys(value: Any, specs: Mapping[str, FeatureSpec]) -> tuple[Any,
     return tuple(nest(item) for item in value)
 
 
+MAX_CLASSES = 1 << 32  # labels are stored as uint32
+
+
+def _class_labels(value: Any) -> dict[str, tuple[str, ...] | int]:
+    """class_labels={feature: [names...] or num_classes}, checked."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PlanError(
+            f"class_labels={value!r} must map a feature to its class names or number "
+            "of classes, e.g. {'y': ['cat', 'dog']} or {'y': 10}."
+        )
+    out: dict[str, tuple[str, ...] | int] = {}
+    for feature, classes in value.items():
+        where = f"class_labels[{feature!r}]={classes!r}"
+        if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+            if not 1 <= int(classes) <= MAX_CLASSES:
+                raise PlanError(f"{where}: a number of classes is 1..2**32.")
+            out[feature] = int(classes)
+            continue
+        if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
+            raise PlanError(f"{where} must be a list of class names or a number of classes.")
+        names = tuple(classes)
+        bad = [n for n in names if not isinstance(n, str) or not n or "\n" in n]
+        if bad:
+            raise PlanError(
+                f"{where}: class names are non-empty one-line strings; {bad[0]!r} is not."
+            )
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise PlanError(f"{where}: {twice[0]!r} is given twice; class names must differ.")
+        out[feature] = names
+    return out
+
+
+def _wrap_labels(
+    split: str,
+    sources: dict[str, ArraySource],
+    labels: Mapping[str, tuple[str, ...] | int],
+) -> None:
+    for feature, classes in labels.items():
+        if feature not in sources:
+            raise PlanError(
+                f"class_labels names {feature!r}, which split {split!r} does not have "
+                f"(its features: {sorted(sources)})."
+            )
+        source = sources[feature]
+        if isinstance(source, ClassLabelSource):
+            continue
+        spec = source.spec
+        if spec.shape != () or not (
+            np.issubdtype(spec.dtype, np.integer) or spec.dtype == np.bool_
+        ):
+            raise PlanError(
+                f"class_labels[{feature!r}]: {feature} is {spec} ({source.description}); a "
+                "class label is one integer per example (shape (), an integer dtype)."
+            )
+        n = classes if isinstance(classes, int) else len(classes)
+        sources[feature] = ClassLabelSource(source, n, feature=feature)
+
+
 def make_plan(
     splits: Mapping[str, Mapping[str, Any]],
     *,
@@ -209,6 +279,7 @@ def make_plan(
     random_access: bool = False,
     spool_dir: Any = None,
     fetch: Any = None,
+    class_labels: Mapping[str, Any] | None = None,
 ) -> DatasetPlan:
     """Opens and cross-checks every source of every split.
 
@@ -221,6 +292,8 @@ def make_plan(
         permuted write order needs.
       spool_dir: where generator splits are spooled (required if any).
       fetch: downloads http(s) sources (see `open_source`).
+      class_labels: feature -> class names (a list) or number of classes: the
+        feature becomes a `tfds.features.ClassLabel`, its values checked.
 
     Returns:
       A `DatasetPlan`.
@@ -233,6 +306,7 @@ def make_plan(
             f"splits={splits!r} must be a non-empty mapping of split name to "
             "{feature: source}, e.g. {'train': {'x': 'x.npy', 'y': 'y.npy'}}."
         )
+    labels = _class_labels(class_labels)
     plans: dict[str, SplitPlan] = {}
     specs: dict[str, FeatureSpec] | None = None
     first_split = None
@@ -261,6 +335,7 @@ def make_plan(
         for feature, value in features.items():
             check_feature_name(feature, what=f"split {split!r} feature name")
             sources[feature] = open_source(value, feature=feature, root=root, fetch=fetch)
+        _wrap_labels(split, sources, labels)
         if random_access:
             for feature, source in sources.items():
                 if not getattr(source, "random_access", False):
@@ -315,4 +390,4 @@ def make_plan(
     keys = None
     if supervised_keys is not None:
         keys = _supervised_keys(supervised_keys, specs)
-    return DatasetPlan(splits=plans, specs=specs, supervised_keys=keys)
+    return DatasetPlan(splits=plans, specs=specs, supervised_keys=keys, class_labels=labels)

@@ -655,6 +655,45 @@ class RowRangeSource(_Described):
             self.inner.close()
 
 
+class ClassLabelSource(_Described):
+    """Integer labels checked to lie in 0..num_classes-1, stored as uint32.
+
+    uint32 values are written as an `int64_list` (see `_format/records.py`),
+    exactly what `tfds.features.ClassLabel` parses, so stock TFDS reads the
+    labels as int64 class ids.
+    """
+
+    def __init__(self, inner: ArraySource, num_classes: int, *, feature: str):
+        self.inner, self.num_classes, self.feature = inner, num_classes, feature
+        self._spec = FeatureSpec(dtype=np.dtype(np.uint32), shape=())
+        self._description = inner.description
+        self.random_access = getattr(inner, "random_access", False)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def _checked(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        bad = (values < 0) | (values >= self.num_classes)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise SourceError(
+                f"{self.feature}={self.description}: row {int(rows[i])} holds label "
+                f"{values[i].item()!r}, outside 0..{self.num_classes - 1} (class_labels gives "
+                f"{self.num_classes} classes). Fix the labels, or give every class a name."
+            )
+        return values.astype(np.uint32)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self._checked(self.inner.read(start, stop), np.arange(start, stop))
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        return self._checked(self.inner.take(indices), np.asarray(indices))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if hasattr(self.inner, "close"):
+            self.inner.close()
+
+
 def _spec_from(dtype: np.dtype, shape: tuple[int, ...], *, where: str) -> FeatureSpec:
     if not shape:
         raise SourceError(f"{where} holds a 0-d array; the first axis must index examples.")

@@ -79,6 +79,18 @@ def add_parser(sub) -> None:
         help="features returned by as_supervised=True, e.g. x,y; several inputs joined "
         "with + (x1+x2,y gives ((x1, x2), y) for a two-input model); a third for weights",
     )
+    p.add_argument(
+        "--class-names",
+        metavar="[FEATURE=]NAME,...",
+        help="the label feature's class names, in id order: it becomes a tfds ClassLabel "
+        "(info.features[...].names); FEATURE defaults to the --supervised target, "
+        "e.g. cat,dog or label=cat,dog",
+    )
+    p.add_argument(
+        "--num-classes",
+        metavar="[FEATURE=]N",
+        help="as --class-names, with N classes named 0..N-1",
+    )
     p.add_argument("--version", default="1.0.0", help="dataset version (default 1.0.0)")
     p.add_argument(
         "--shard-size",
@@ -150,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--supervised {args.supervised!r} must be INPUT,TARGET (or INPUT,TARGET,WEIGHTS), "
                 "e.g. x,y; join several inputs with +, e.g. x1+x2,y."
             )
+    labels = _class_labels(args, keys=keys, features={f for s in splits.values() for f in s})
     _hide_gpus()
     beam = bool(args.beam or args.beam_options)
     start = time.perf_counter()
@@ -157,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     logs = logs_to_file("tfds_bigarrays-beam-") if beam else contextlib.nullcontext(None)
     with logs as beam_log:
         try:
-            builder = _build(tb, args, splits=splits, keys=keys, beam=beam)
+            builder = _build(tb, args, splits=splits, keys=keys, labels=labels, beam=beam)
         except BaseException:
             if beam_log is not None:
                 print(f"Beam's log: {beam_log}", file=sys.stderr)
@@ -190,12 +203,39 @@ def _absolute(path) -> str:
     return text if "://" in text else os.path.abspath(text)
 
 
-def _build(tb, args: argparse.Namespace, *, splits, keys, beam: bool):
+def _class_labels(args: argparse.Namespace, *, keys, features: set[str]) -> dict[str, object]:
+    """--class-names / --num-classes as build()'s class_labels."""
+    if args.class_names and args.num_classes:
+        raise UsageError("--class-names and --num-classes both given; give one of them.")
+    flag, text = (
+        ("--class-names", args.class_names)
+        if args.class_names
+        else ("--num-classes", args.num_classes)
+    )
+    if not text:
+        return {}
+    feature, _, value = text.rpartition("=")
+    if not feature:
+        target = keys[1] if keys and isinstance(keys[1], str) else None
+        feature = target or ("label" if "label" in features else "")
+        if not feature:
+            raise UsageError(
+                f"{flag} {text!r}: which feature? Give FEATURE={text} or --supervised INPUT,TARGET."
+            )
+    if flag == "--num-classes":
+        if not value.isdigit():
+            raise UsageError(f"--num-classes {text!r}: N must be a positive integer, e.g. 10.")
+        return {feature: int(value)}
+    return {feature: [n.strip() for n in value.split(",")]}
+
+
+def _build(tb, args: argparse.Namespace, *, splits, keys, labels, beam: bool):
     return tb.build(
         args.name,
         splits=splits,
         data_dir=data_dir(args),
         supervised_keys=keys,
+        class_labels=labels,
         version=args.version,
         shard_bytes=parse_size(args.shard_size, flag="--shard-size"),
         memory_budget=parse_size(args.memory_budget, flag="--memory-budget"),

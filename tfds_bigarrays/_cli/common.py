@@ -26,6 +26,7 @@ FLAGS = {
     "data_dir": "--data-dir",
     "splits": "--split",
     "supervised_keys": "--supervised",
+    "class_labels": "--class-names",
     "version": "--version",
     "shard_bytes": "--shard-size",
     "memory_budget": "--memory-budget",

@@ -29,7 +29,7 @@ import tensorflow_datasets as tfds
 
 from tfds_bigarrays._format.layout import Layout, read_layout
 from tfds_bigarrays._read import op as _op
-from tfds_bigarrays._read.features import check_layout_with_builder
+from tfds_bigarrays._read.features import check_layout_with_builder, class_label_features
 from tfds_bigarrays._read.lazy import LazyDataset
 from tfds_bigarrays._read.options import ReadOptions, resolve
 from tfds_bigarrays._read.plan import (
@@ -240,10 +240,12 @@ def _unbatch(ds: tf.data.Dataset, plan: ReadPlan) -> tf.data.Dataset:
 # ---------------------------------------------------------------- tfds.load
 
 
-def _element_spec(plan: ReadPlan, keys: Any) -> Any:
+def _element_spec(plan: ReadPlan, keys: Any, labels: frozenset[str]) -> Any:
     lead = [None] if plan.batch_size else []
     specs = {
-        name: tf.TensorSpec([*lead, *spec.shape], tf.as_dtype(spec.dtype))
+        name: tf.TensorSpec(
+            [*lead, *spec.shape], tf.int64 if name in labels else tf.as_dtype(spec.dtype)
+        )
         for name, spec in zip(plan.layout.names, plan.layout.specs, strict=True)
     }
     if keys:
@@ -297,7 +299,12 @@ def as_dataset(
         )
         seed = None
 
+    # ClassLabels are stored as uint32 and read as TFDS gives them: int64.
+    labels = class_label_features(builder.info.features)
+
     def structure(features: dict[str, tf.Tensor]) -> Any:
+        if labels:
+            features = {k: tf.cast(v, tf.int64) if k in labels else v for k, v in features.items()}
         if keys:
             return tf.nest.map_structure(lambda k: features[k], keys)
         return features
@@ -317,7 +324,7 @@ def as_dataset(
 
     if batch_size == -1:
         return build().get_single_element()
-    return LazyDataset(build, _element_spec(plan, keys))
+    return LazyDataset(build, _element_spec(plan, keys, labels))
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfds_bigarrays._format.layout import Layout, read_layout
-from tfds_bigarrays._read.features import check_layout_with_builder
+from tfds_bigarrays._read.features import check_layout_with_builder, class_label_features
 from tfds_bigarrays._read.options import ReadOptions, given, resolve
 from tfds_bigarrays._read.plan import ReadError, shard_reads
 
@@ -42,9 +42,19 @@ class ArraysDataSource(Sequence):
       name: the dataset's name and split, for messages (`"my_arrays/train[:10%]"`).
     """
 
-    def __init__(self, reader: core.Reader, *, name: str) -> None:
+    def __init__(
+        self, reader: core.Reader, *, name: str, labels: frozenset[str] = frozenset()
+    ) -> None:
         self._reader = reader
         self.name = name
+        # ClassLabels: stored as uint32, given as TFDS gives them (int64).
+        self._labels = labels
+
+    def _read_rows(self, rows: Sequence[int] | np.ndarray) -> Example:
+        out = self._reader.read_rows(rows)
+        for name in self._labels:
+            out[name] = out[name].astype(np.int64)
+        return out
 
     def __len__(self) -> int:
         return self._reader.num_rows
@@ -58,8 +68,8 @@ class ArraysDataSource(Sequence):
             Negative values count from the end.
 
         Returns:
-          For an int, one example: a dict of numpy arrays of the stored dtype
-          and shape. For a slice, a list of examples. For a list or 1-D
+          For an int, one example: a dict of numpy arrays of the feature's
+          dtype (int64 for a ClassLabel, as TFDS gives it) and shape. For a slice, a list of examples. For a list or 1-D
           array, the batch: one stacked array per feature (`read_batch`), so
           that a PyTorch `DataLoader(source, sampler=BatchSampler(...),
           batch_size=None)` reads each batch in one call and skips
@@ -75,7 +85,7 @@ class ArraysDataSource(Sequence):
             return self.read_batch(index)
         i = self._index(index)
         # `[0, ...]`: an array of the row's shape, 0-d included (not a numpy scalar).
-        return {k: v[0, ...] for k, v in self._reader.read_rows([i]).items()}
+        return {k: v[0, ...] for k, v in self._read_rows([i]).items()}
 
     def __getitems__(self, indices: Sequence[int]) -> list[Example]:
         """The examples at `indices`, read in one call (Grain, PyTorch's DataLoader)."""
@@ -115,7 +125,7 @@ class ArraysDataSource(Sequence):
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             bad = np.asarray(indices)[int(np.argmax((rows < 0) | (rows >= n)))]
             raise IndexError(f"index {int(bad)} is out of range for {self.name} ({n} examples).")
-        return self._reader.read_rows(rows)
+        return self._read_rows(rows)
 
     @property
     def _first(self) -> str:
@@ -180,7 +190,9 @@ def source_of(
         verify=bool(resolved.verify_checksums),
         mapped=resolved.access == "mapped",
     )
-    return ArraysDataSource(reader, name=f"{builder.name}/{split}")
+    return ArraysDataSource(
+        reader, name=f"{builder.name}/{split}", labels=class_label_features(builder.info.features)
+    )
 
 
 def as_data_source(

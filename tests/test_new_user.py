@@ -613,9 +613,9 @@ def test_item12_nested_supervised_keys_feed_a_two_input_keras_model(tmp_path):
 def test_item12_bad_supervised_keys_are_named(tmp_path):
     splits = {"train": {"x": np.zeros(2), "y": np.zeros(2)}}
     for keys, why in [
-        ((("x", "nope"), "y"), "'nope' is not one of them"),
+        ((("x", "nope"), "y"), "'nope' is not one: it has ['x', 'y']"),
         (("x",), "must be (input, target) or (input, target, weights)"),
-        ("xy", "must be (input, target)"),
+        ("xy", "is a string; give two feature names"),
         ((("x", 3), "y"), "must be (input, target)"),
     ]:
         with pytest.raises(tb.TfdsBigarraysError, match=re.escape(why)):

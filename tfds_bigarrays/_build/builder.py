@@ -191,7 +191,8 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         info = self.dataset_info_from_configs(
             description=self.DESCRIPTION or (self.__doc__ or "").strip().split("\n")[0],
             features=features,
-            supervised_keys=_tuples(keys) if keys else None,
+            # Anything but a tuple or list is refused, with our message, by the plan.
+            supervised_keys=_tuples(keys) if isinstance(keys, (tuple, list)) and keys else None,
         )
         # TFDS fills the info of a dataset not built yet from its GCS bucket: a
         # catalog dataset of the same name would lend us its splits, and each

@@ -194,7 +194,11 @@ def _supervised_keys(value: Any, specs: Mapping[str, FeatureSpec]) -> tuple[Any,
     def nest(item: Any) -> Any:
         if isinstance(item, str):
             if item not in specs:
-                raise PlanError(f"{usage} {item!r} is not one of them.")
+                raise PlanError(
+                    f"supervised_keys={value!r} must name two features of the dataset "
+                    "(input, target; each may be a tuple or dict of names); "
+                    f"{item!r} is not one: it has {sorted(specs)}."
+                )
             return item
         if isinstance(item, (tuple, list)) and item:
             return tuple(nest(i) for i in item)
@@ -202,9 +206,12 @@ def _supervised_keys(value: Any, specs: Mapping[str, FeatureSpec]) -> tuple[Any,
             return {k: nest(v) for k, v in item.items()}
         raise PlanError(usage)
 
-    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
-        raise PlanError(usage)
-    if len(value) not in (2, 3):
+    if isinstance(value, (str, bytes)):
+        raise PlanError(
+            f"supervised_keys={value!r} is a string; give two feature names (input, "
+            "target), e.g. ('x', 'y'), or tuples of names, e.g. (('x1', 'x2'), 'y')."
+        )
+    if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
         raise PlanError(usage)
     return tuple(nest(item) for item in value)
 

@@ -530,6 +530,178 @@ class Hdf5Source(_Described):
             return np.asarray(f[self._dataset][np.asarray(indices)])
 
 
+def _zarr():
+    try:
+        import zarr
+    except ImportError as e:
+        raise SourceError("Zarr sources need zarr: pip install 'tfds-bigarrays[zarr]'.") from e
+    return zarr
+
+
+def is_zarr_store(path: str) -> bool:
+    """A Zarr store: a `.zarr` folder, or a folder with Zarr v2/v3 metadata."""
+    if path.rstrip("/").lower().endswith(".zarr"):
+        return True
+    return os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, m)) for m in ("zarr.json", ".zarray", ".zgroup")
+    )
+
+
+def is_zarr_array(value: Any) -> bool:
+    """A `zarr.Array` (checked without importing zarr)."""
+    return type(value).__module__.startswith("zarr.") and hasattr(value, "chunks")
+
+
+class _ChunkedRows(_Described):
+    """Rows of a chunked array, read in whole chunks along the first axis.
+
+    Each read covers whole chunks, and the last chunk read is kept for the
+    next read, so a build (which reads forward) decompresses or computes every
+    chunk once, however block and shard boundaries fall. Memory: one block
+    plus two chunks of rows.
+    """
+
+    _bounds: np.ndarray  # chunk starts along the first axis, then the length
+    _kept: tuple[int, np.ndarray] | None = None  # (chunk index, its rows)
+
+    def _chunks(self, start: int, stop: int) -> np.ndarray:
+        """Rows `[start, stop)`, both chunk boundaries."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self._bounds[-1])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if stop <= start:
+            return np.empty((0, *self._spec.shape), self._spec.dtype)
+        b = self._bounds
+        first = int(np.searchsorted(b, start, side="right")) - 1
+        last = int(np.searchsorted(b, stop - 1, side="right")) - 1
+        parts, lo = [], first
+        if self._kept is not None and self._kept[0] == first:
+            parts.append(self._kept[1])
+            lo += 1
+        if lo <= last:
+            parts.append(self._chunks(int(b[lo]), int(b[last + 1])))
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        base = int(b[first])
+        self._kept = (last, rows[int(b[last]) - base :].copy())
+        return rows[start - base : stop - base]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__, _kept=None)
+
+
+class ZarrSource(_ChunkedRows):
+    """A Zarr array (v2 or v3 store), read chunk by chunk (`_ChunkedRows`)."""
+
+    def __init__(self, array: Any, *, feature: str, description: str, reopen=None):
+        where = f"{feature}={description!r}"
+        _check_not_objects(array.dtype, where=where)
+        self._spec = _spec_from(array.dtype, tuple(array.shape), where=where)
+        self._array = array
+        self._reopen = reopen  # (store path, array path): how a worker reopens it
+        n, c = int(array.shape[0]), max(1, int(array.chunks[0]))
+        self._bounds = np.append(np.arange(0, n, c), n)
+        self._description = description
+
+    @classmethod
+    def open(cls, store: str, array_path: str | None, *, feature: str) -> ZarrSource:
+        zarr = _zarr()
+        store = os.path.abspath(store)
+        description = f"{store}:{array_path}" if array_path else store
+        where = f"{feature}={description!r}"
+        try:
+            node = zarr.open(store, mode="r", path=(array_path or "").strip("/") or None)
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            try:
+                held = f"; the store holds arrays {_zarr_arrays(zarr.open(store, mode='r'))}"
+            except (FileNotFoundError, KeyError, ValueError):
+                held = ""
+            raise SourceError(
+                f"{where}: no such Zarr array ({type(e).__name__}){held}. Name an array "
+                "as STORE.zarr or STORE.zarr:/group/array."
+            ) from e
+        if not hasattr(node, "chunks"):
+            arrays = _zarr_arrays(node)
+            raise SourceError(
+                f"{where} is a group, not an array; it holds arrays {arrays}. Name one, "
+                f"e.g. {store}:/{arrays[0] if arrays else 'group/array'}."
+            )
+        return cls(node, feature=feature, description=description, reopen=(store, array_path))
+
+    random_access = True
+
+    def _chunks(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self._array[start:stop])
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        # Sorted indices (the writer sorts them): zarr reads each chunk once per call.
+        return np.asarray(self._array.oindex[np.asarray(indices)])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if self._reopen is not None:
+            state["_array"] = None  # reopened from its path where it is read
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._array is None:
+            store, path = self._reopen
+            self._array = _zarr().open(store, mode="r", path=(path or "").strip("/") or None)
+
+
+def _check_not_objects(dtype: Any, *, where: str) -> None:
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.kind in "OUSVT":
+        raise SourceError(
+            f"{where} holds {dtype} values (strings or objects), which cannot be stored "
+            "as tensors. Convert it to a fixed-width numeric or bool dtype first."
+        )
+
+
+def is_dask_array(value: Any) -> bool:
+    """A `dask.array.Array` (checked without importing dask)."""
+    return type(value).__module__.startswith("dask.array") and hasattr(value, "chunks")
+
+
+class DaskArraySource(_ChunkedRows):
+    """A `dask.array.Array`: each read computes whole chunks, where it runs.
+
+    In a build on a Dask cluster, that is the worker writing the shard; the
+    graph is never computed whole, and only a block's chunks are in memory.
+    """
+
+    def __init__(self, array: Any, *, feature: str):
+        where = f"{feature}=dask array {array.name!r}"
+        if any(np.isnan(d) for d in array.shape):
+            raise SourceError(
+                f"{where} has unknown chunk sizes {array.shape}; call "
+                "array.compute_chunk_sizes() first."
+            )
+        _check_not_objects(array.dtype, where=where)
+        self._spec = _spec_from(array.dtype, tuple(int(d) for d in array.shape), where=where)
+        self._array = array
+        self._bounds = np.cumsum([0, *array.chunks[0]])
+        self._description = f"dask array {array.name!r} {array.dtype}{list(array.shape)}"
+
+    random_access = True
+
+    def _chunks(self, start: int, stop: int) -> np.ndarray:
+        # The synchronous scheduler: the rows are computed right here (on a
+        # cluster, in the task writing the shard), not sent to another worker.
+        return np.asarray(self._array[start:stop].compute(scheduler="sync"))
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self._array[np.asarray(indices)].compute(scheduler="sync"))
+
+
+def _zarr_arrays(node: Any) -> list[str]:
+    if hasattr(node, "chunks"):
+        return [node.path or "/"]
+    return sorted(k for k, v in node.members(max_depth=None) if hasattr(v, "chunks"))
+
+
 def _h5_names(group) -> list[str]:
     out: list[str] = []
     group.visit(lambda name: out.append(name) if len(out) < 20 else None)
@@ -740,7 +912,8 @@ def open_source(
       value: a numpy array; a path to a `.npy` file; a directory of `.npy`
         shards; `PATH.npz:MEMBER` or a `.npz` path (the member then defaults
         to the feature name); `PATH.h5:/DATASET` (HDF5, default dataset: the
-        feature name); or any object implementing `ArraySource`. A path may
+        feature name); a Zarr store `PATH.zarr` or `PATH.zarr:/group/array`,
+        or a `zarr.Array`; or any object implementing `ArraySource`. A path may
         end in a row range, `x.npy[:90%]`, `x.npy[1000:2000]`, `x.npy[-10%:]`
         (row numbers or percents, rounded as TFDS rounds `train[:90%]`).
       feature: the feature's name, for messages and as default `.npz` member.
@@ -768,7 +941,7 @@ def open_source(
             return RowRangeSource.parse(inner, rows["start"], rows["stop"], where=where)
         path, member = text, None
         lowered = text.lower()
-        for ext in (".npz:", ".h5:", ".hdf5:"):
+        for ext in (".npz:", ".h5:", ".hdf5:", ".zarr:"):
             if ext in lowered:
                 cut = lowered.rindex(ext) + len(ext) - 1
                 path, member = text[:cut], text[cut + 1 :]
@@ -785,10 +958,16 @@ def open_source(
             relative = not os.path.isabs(path)
             if root is not None and relative:
                 path = os.path.join(user_path(root), path)
-            if not os.path.exists(path):
+            known = (".npy", ".npz", ".h5", ".hdf5", ".zarr", "")
+            if not os.path.exists(path) and os.path.splitext(path)[1].lower() in known:
                 raise SourceError(_missing(feature, text, root if relative else None))
-            kind = "dir" if os.path.isdir(path) else os.path.splitext(path)[1].lower()
+            if is_zarr_store(path):
+                kind = ".zarr"
+            else:
+                kind = "dir" if os.path.isdir(path) else os.path.splitext(path)[1].lower()
             local = path
+        if kind == ".zarr":
+            return ZarrSource.open(local, member, feature=feature)
         if kind in (".h5", ".hdf5"):
             return Hdf5Source(local, member or feature, feature=feature)
         if kind == "dir":
@@ -799,9 +978,13 @@ def open_source(
             return NpyFileSource(local, feature=feature)
         raise SourceError(
             f"{feature}={text!r}: unknown source kind. Use a .npy file, a directory of "
-            ".npy shards, PATH.npz:MEMBER, PATH.h5:/DATASET, an http(s) URL of one of "
+            ".npy shards, PATH.npz:MEMBER, PATH.h5:/DATASET, STORE.zarr[:/ARRAY], an http(s) URL of one of "
             "those, or a numpy array."
         )
+    if is_dask_array(value):
+        return DaskArraySource(value, feature=feature)
+    if is_zarr_array(value):
+        return ZarrSource(value, feature=feature, description=f"zarr array {value.path or '/'!r}")
     if isinstance(value, ArraySource):
         return value
     raise SourceError(

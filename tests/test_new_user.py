@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from conftest import ROOT, run_cli, run_python, run_tfds_build
+from etils import epath
 
 import tfds_bigarrays as tb
 
@@ -417,7 +418,9 @@ def test_item8_beam_builds_and_publishes_show_progress_and_no_worker_logs(tmp_pa
         "direct_running_mode=multi_processing",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"Writing \d+ shards \(Beam\)", proc.stderr), proc.stderr
+    # The bar moves while the pipeline runs, and ends full.
+    counts = re.findall(r"Writing (\d+) shards \(Beam\):\s+(\d+)%", proc.stderr)
+    assert counts and counts[-1][1] == "100", proc.stderr
     for noise in ("INFO:", "WARNING:", "apitools", "sdk_worker"):
         assert noise not in proc.stderr + proc.stdout, noise
     log = proc.stdout.split("Beam's log: ", 1)[1].split()[0]
@@ -473,7 +476,19 @@ def test_item13_a_typo_of_a_usual_split_name_warns_and_builds(tmp_path, caplog, 
 
 
 def test_item13_usual_and_deliberate_split_names_do_not_warn(tmp_path, caplog):
-    splits = {n: {"x": np.arange(2.0)} for n in ("train", "train_small", "test2", "eval", "val")}
+    names = (
+        "train",
+        "train_small",
+        "test2",
+        "eval",
+        "val",
+        "trainA",
+        "testB",
+        "training",
+        "latest",
+        "trn",
+    )
+    splits = {n: {"x": np.arange(2.0)} for n in names}
     with caplog.at_level("WARNING", logger="tfds_bigarrays"):
         tb.build("typo_free", data_dir=tmp_path, splits=splits)
     assert not [r for r in caplog.records if "looks like a typo" in r.getMessage()]
@@ -647,6 +662,8 @@ def test_item11_class_names_make_a_class_label_that_stock_tfds_reads(tmp_path):
     assert ours["label"].dtype == np.int64  # as TFDS gives a ClassLabel
     np.testing.assert_array_equal(ours["label"], y)
     assert builder.as_data_source("train")[3]["label"] == np.int64(1)
+    proc = run_cli("inspect", "pets", "--data-dir", str(tmp_path / "d"))
+    assert "| label | ClassLabel(3), int64 | [] |" in proc.stdout, proc.stdout
     frame = tfds.as_dataframe(builder.as_dataset(split="train").take(3), builder.info)
     assert list(frame["label"]) == [0, 1, 2]
     # Stock TFDS, without the plugin, reads the same labels and names.
@@ -689,9 +706,9 @@ def test_item11_num_classes_in_python_and_class_labels_in_a_builder(tmp_path):
 def test_item11_bad_class_labels_are_refused_and_leave_nothing(tmp_path):
     splits = {"train": {"x": np.zeros((3, 2), np.float32), "y": np.array([0, 1, 5])}}
     for labels, why in [
-        ({"y": ["a", "b"]}, "row 2 holds label 5, outside 0..1 (class_labels gives 2 classes)"),
-        ({"x": 3}, "x is float32[2]"),
-        ({"z": 3}, "class_labels names 'z', which split 'train' does not have"),
+        ({"y": ["a", "b"]}, "row 2 holds label 5, outside 0..1 (2 classes were given)"),
+        ({"x": 3}, "feature 'x', which is float32[2]"),
+        ({"z": 3}, "feature 'z', which split 'train' does not have"),
         ({"y": ["a", "a"]}, "'a' is given twice"),
         ({"y": 0}, "a number of classes is 1..2**32"),
         ({"y": "abc"}, "must be a list of class names or a number of classes"),
@@ -703,10 +720,103 @@ def test_item11_bad_class_labels_are_refused_and_leave_nothing(tmp_path):
     np.save(tmp_path / "y.npy", np.zeros(2, np.int64))
     for flags, why in [
         (["--class-names", "a,b"], "--class-names 'a,b': which feature?"),
-        (["--num-classes", "y=ten"], "--num-classes 'y=ten': N must be a positive integer"),
+        (["--num-classes", "y=ten"], "--num-classes 'y=ten': N must be an integer in 1..2**32"),
+        (["--num-classes", "y=0"], "--num-classes 'y=0': N must be an integer in 1..2**32"),
+        (["--class-names", "y=a,,b"], "--class-names 'y=a,,b': give each class one non-empty"),
+        (["--class-names", "z=a,b"], "--class-names 'z=a,b': no feature 'z' in --split"),
     ]:
         proc = run_cli(
             "build", "bad_cli_labels", "--data-dir", str(tmp_path / "d"),
             "--split", "train:x=x.npy,y=y.npy", *flags, cwd=tmp_path,
         )  # fmt: skip
         assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+
+
+# -- review mends
+def test_review_ranged_labels_cannot_overlap_and_name_the_file_row(tmp_path):
+    np.save(tmp_path / "y.npy", np.r_[np.zeros(95, np.int64), 7, np.zeros(4, np.int64)])
+    y = str(tmp_path / "y.npy")
+    with pytest.raises(tb.TfdsBigarraysError, match=re.escape("rows 50:90 would be in both")):
+        tb.build(
+            "ranged_labels", data_dir=tmp_path / "d", class_labels={"y": 5},
+            splits={
+                "train": {"x": np.arange(90), "y": f"{y}[:90%]"},
+                "validation": {"x": np.arange(50), "y": f"{y}[50%:]"},
+            },
+        )  # fmt: skip
+    with pytest.raises(tb.TfdsBigarraysError, match=re.escape(f"{y}[90%:]: row 95 holds label 7")):
+        tb.build(
+            "ranged_labels", data_dir=tmp_path / "d", class_labels={"y": 5},
+            splits={"train": {"x": np.arange(10), "y": f"{y}[90%:]"}},
+        )  # fmt: skip
+
+
+def test_review_beam_tasks_carry_no_in_memory_labels(tmp_path):
+    import pickle
+
+    from tfds_bigarrays._build import builder as builder_module
+    from tfds_bigarrays._build.plan import RowRange
+    from tfds_bigarrays._build.sources import ClassLabelSource, InMemorySource
+    from tfds_bigarrays._build.writer import ShardTask
+
+    labels = np.arange(200_000) % 3
+    source = ClassLabelSource(InMemorySource(labels, name="y"), 3, feature="y")
+    tasks = [
+        ShardTask(
+            sources={"y": source},
+            specs={"y": source.spec},
+            rows=RowRange(index=i, start=0, stop=10),
+            path="p",
+        )
+        for i in range(3)
+    ]
+    spooled = builder_module._file_backed(tasks, epath.Path(tmp_path))  # noqa: SLF001
+    assert all(len(pickle.dumps(t)) < 8_000 for t in spooled)
+    again = pickle.loads(pickle.dumps(spooled[0].sources["y"]))
+    np.testing.assert_array_equal(again.read(0, 200_000), labels.astype(np.uint32))
+
+
+def test_review_cli_messages_never_rewrite_paths_or_feature_names(tmp_path):
+    (tmp_path / "version=2").mkdir()
+    proc = run_cli(
+        "build", "paths", "--data-dir", str(tmp_path), "--split", "train:device=nope.npy"
+    )
+    assert "device='nope.npy': no such file" in proc.stderr and "--device" not in proc.stderr
+    missing = tmp_path / "version=2" / "x.npy"
+    proc = run_cli("build", "paths", "--data-dir", str(tmp_path), "--split", f"train:x={missing}")
+    assert f"x='{missing}': no such file" in proc.stderr, proc.stderr
+
+
+def test_review_the_quiet_import_keeps_tensorflow_a_normal_package():
+    proc = run_python(
+        "import importlib.resources\n"
+        "from tfds_bigarrays._cli.quiet import quiet_tensorflow\n"
+        "quiet_tensorflow()\n"
+        "import tensorflow as tf\n"
+        "print(len(list(importlib.resources.files('tensorflow').iterdir())) > 5, "
+        "tf.__spec__.loader.is_package('tensorflow'))"
+    )
+    assert proc.stdout.split() == ["True", "True"], proc.stderr[-2000:]
+
+
+def test_review_a_fatal_start_up_line_is_not_swallowed(tmp_path):
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\nos.write(2, b'F0000 00:00:1.0 1 check.cc:1] Check failed: boom\\n')\nos.abort()\n"
+    )
+    proc = run_python(
+        "from tfds_bigarrays._cli.quiet import quiet_tensorflow\n"
+        "quiet_tensorflow()\nimport tensorflow\n",
+        cwd=tmp_path,
+        env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+    )
+    assert proc.returncode != 0 and "Check failed: boom" in proc.stderr, proc.stderr
+
+
+def test_review_gpu_run_refuses_a_directory_as_the_program(tmp_path):
+    proc = run_cli("gpu", "run", "--models", "1", "--card-mb", "8000", "--", str(tmp_path))
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and f"command {str(tmp_path)!r} is not an executable" in last, last
+    proc = run_cli("gpu", "run", "--card-mb", "8000", "--", str(tmp_path / "missing.py"))
+    assert proc.returncode == 2 and "missing.py' does not exist" in proc.stderr, proc.stderr

@@ -52,6 +52,8 @@ def _check_flag(value: Any, *, what: str) -> bool:
     # A truthy string such as "no" must not switch on a rebuild or Beam.
     if isinstance(value, bool):
         return value
+    if value is None and what == "beam":
+        return False  # the default before Beam became opt-in
     raise PlanError(f"{what}={value!r} must be True or False.")
 
 

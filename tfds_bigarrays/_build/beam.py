@@ -113,7 +113,7 @@ def _progress(tasks: Sequence[ShardTask], *, every: float = 0.5) -> Iterator[Non
             desc=f"Writing {len(local)} shards (Beam)",
             unit=" examples",
             unit_scale=True,
-            leave=False,
+            mininterval=0,
         ) as bar:
             while waiting:
                 stop = done.wait(every)
@@ -148,19 +148,20 @@ def write_with_beam(tasks: Sequence[ShardTask], *, options: Any) -> None:
         | "Spread" >> beam.Reshuffle()
         | "WriteShards" >> beam.Map(run_task)
     )
-    result = pipeline.run()
-    client = getattr(result, "client", None)  # Beam's Dask runner only
-    try:
-        with _progress(tasks):
+    # Around run() too: the DirectRunner's run() returns only when done.
+    with _progress(tasks):
+        result = pipeline.run()
+        client = getattr(result, "client", None)  # Beam's Dask runner only
+        try:
             result.wait_until_finish()
-    except BaseException:
-        if client is not None:
-            # Tasks still running would go on writing into a folder that
-            # TFDS is about to delete.
-            client.cancel(result.futures)  # type: ignore[attr-defined]
-        raise
-    finally:
-        # The Dask runner leaves its distributed.Client open, which keeps
-        # reconnecting (and logging) after the cluster goes away.
-        if client is not None:
-            client.close()
+        except BaseException:
+            if client is not None:
+                # Tasks still running would go on writing into a folder that
+                # TFDS is about to delete.
+                client.cancel(result.futures)  # type: ignore[attr-defined]
+            raise
+        finally:
+            # The Dask runner leaves its distributed.Client open, which keeps
+            # reconnecting (and logging) after the cluster goes away.
+            if client is not None:
+                client.close()

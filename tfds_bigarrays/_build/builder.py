@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime
 import errno
@@ -446,7 +447,7 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                             raise DatasetExistsError(
                                 f"{self.name} version {self.version} was replaced by a concurrent "
                                 f"build while this one ran ({final}); this build is discarded. Run "
-                                "it again with --overwrite (overwrite=True) if it should win."
+                                "it again with overwrite=True if it should win."
                             )
                         exchange(new, final)
                     sync_tree(name_dir, files=False)
@@ -513,20 +514,30 @@ def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) ->
 
 def _file_backed(tasks: list[ShardTask], spool_dir: epath.Path) -> list[ShardTask]:
     """The tasks, with in-memory arrays replaced by `.npy` copies in `spool_dir`."""
-    files: dict[int, NpyFileSource] = {}
-    out = []
-    for task in tasks:
-        sources = dict(task.sources)
-        for name, source in sources.items():
-            if isinstance(source, InMemorySource):
-                if id(source) not in files:
-                    spool_dir.mkdir(parents=True, exist_ok=True)
-                    path = os.fspath(spool_dir / f"{len(files)}-{name}.npy")
-                    np.save(path, source.array, allow_pickle=False)
-                    files[id(source)] = NpyFileSource(path, feature=name)
-                sources[name] = files[id(source)]
-        out.append(dataclasses.replace(task, sources=sources))
-    return out
+    files: dict[int, Any] = {}
+
+    def spooled(source: Any, name: str) -> Any:
+        if id(source) in files:
+            return files[id(source)]
+        if isinstance(source, InMemorySource):
+            spool_dir.mkdir(parents=True, exist_ok=True)
+            path = os.fspath(spool_dir / f"{len(files)}-{name}.npy")
+            np.save(path, source.array, allow_pickle=False)
+            files[id(source)] = NpyFileSource(path, feature=name)
+        elif isinstance(getattr(source, "inner", None), InMemorySource):
+            # A wrapper (class labels, a row range) over an array: the same
+            # wrapper over the array's file.
+            wrapper = copy.copy(source)
+            wrapper.inner = spooled(source.inner, name)
+            files[id(source)] = wrapper
+        else:
+            return source
+        return files[id(source)]
+
+    return [
+        dataclasses.replace(task, sources={n: spooled(s, n) for n, s in task.sources.items()})
+        for task in tasks
+    ]
 
 
 def _check_written(task: ShardTask, *, frame_bytes: int) -> dict[str, Any]:

@@ -149,9 +149,13 @@ _USUAL_SPLITS = ("train", "validation", "test")
 
 def _warn_if_typo(split: str) -> None:
     """Warns (does not refuse: any name is allowed) about a near-miss of a usual name."""
-    if split in _USUAL_SPLITS or re.fullmatch(r"(train|validation|test)[_\d].*", split):
-        return  # train_small, test2: deliberate names
-    close = difflib.get_close_matches(split.lower(), _USUAL_SPLITS, n=1, cutoff=0.75)
+    if split.startswith(_USUAL_SPLITS):
+        return  # train_small, test2, trainA (TFDS's cycle_gan): deliberate names
+    close = [
+        usual
+        for usual in difflib.get_close_matches(split.lower(), _USUAL_SPLITS, n=1, cutoff=0.75)
+        if abs(len(usual) - len(split)) <= 1  # a slip of one or two keys, not another word
+    ]
     if close:
         _log.warning(
             "split name %r looks like a typo of %r; it is built as %r, and "
@@ -165,6 +169,8 @@ def _check_no_overlap(plans: Mapping[str, SplitPlan]) -> None:
     uses: dict[str, list[tuple[str, str, int, int, bool]]] = {}
     for split in plans.values():
         for feature, source in split.sources.items():
+            while isinstance(source, ClassLabelSource):
+                source = source.inner  # a label's rows are its source's rows
             if isinstance(source, RowRangeSource):
                 key, a, b, ranged = source.inner.description, source.start, source.stop, True
             else:
@@ -236,6 +242,8 @@ def _class_labels(value: Any) -> dict[str, tuple[str, ...] | int]:
                 raise PlanError(f"{where}: a number of classes is 1..2**32.")
             out[feature] = int(classes)
             continue
+        if isinstance(classes, np.ndarray):
+            classes = classes.tolist()
         if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
             raise PlanError(f"{where} must be a list of class names or a number of classes.")
         names = tuple(classes)
@@ -259,8 +267,8 @@ def _wrap_labels(
     for feature, classes in labels.items():
         if feature not in sources:
             raise PlanError(
-                f"class_labels names {feature!r}, which split {split!r} does not have "
-                f"(its features: {sorted(sources)})."
+                f"class labels are given for feature {feature!r}, which split {split!r} "
+                f"does not have (its features: {sorted(sources)})."
             )
         source = sources[feature]
         if isinstance(source, ClassLabelSource):
@@ -270,8 +278,9 @@ def _wrap_labels(
             np.issubdtype(spec.dtype, np.integer) or spec.dtype == np.bool_
         ):
             raise PlanError(
-                f"class_labels[{feature!r}]: {feature} is {spec} ({source.description}); a "
-                "class label is one integer per example (shape (), an integer dtype)."
+                f"class labels are given for feature {feature!r}, which is {spec} "
+                f"({source.description}); a class label is one integer per example "
+                "(shape (), an integer dtype)."
             )
         n = classes if isinstance(classes, int) else len(classes)
         sources[feature] = ClassLabelSource(source, n, feature=feature)

@@ -848,10 +848,12 @@ class ClassLabelSource(_Described):
         bad = (values < 0) | (values >= self.num_classes)
         if bad.any():
             i = int(np.argmax(bad))
+            # The row in the file, also when the source is a row range of it.
+            row = int(rows[i]) + getattr(self.inner, "start", 0)
             raise SourceError(
-                f"{self.feature}={self.description}: row {int(rows[i])} holds label "
-                f"{values[i].item()!r}, outside 0..{self.num_classes - 1} (class_labels gives "
-                f"{self.num_classes} classes). Fix the labels, or give every class a name."
+                f"{self.feature}={self.description}: row {row} holds label "
+                f"{values[i].item()!r}, outside 0..{self.num_classes - 1} ({self.num_classes} "
+                "classes were given). Fix the labels, or give every class a name."
             )
         return values.astype(np.uint32)
 

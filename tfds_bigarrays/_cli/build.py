@@ -222,11 +222,22 @@ def _class_labels(args: argparse.Namespace, *, keys, features: set[str]) -> dict
             raise UsageError(
                 f"{flag} {text!r}: which feature? Give FEATURE={text} or --supervised INPUT,TARGET."
             )
+    if feature not in features:
+        raise UsageError(
+            f"{flag} {text!r}: no feature {feature!r} in --split (features: "
+            f"{', '.join(sorted(features))}); write {flag} FEATURE=..."
+        )
     if flag == "--num-classes":
-        if not value.isdigit():
-            raise UsageError(f"--num-classes {text!r}: N must be a positive integer, e.g. 10.")
+        if not value.isdigit() or not 1 <= int(value) <= 1 << 32:
+            raise UsageError(f"--num-classes {text!r}: N must be an integer in 1..2**32, e.g. 10.")
         return {feature: int(value)}
-    return {feature: [n.strip() for n in value.split(",")]}
+    names = [n.strip() for n in value.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise UsageError(
+            f"--class-names {text!r}: give each class one non-empty, distinct name, in id "
+            "order, e.g. cat,dog,bird."
+        )
+    return {feature: names}
 
 
 def _build(tb, args: argparse.Namespace, *, splits, keys, labels, beam: bool):

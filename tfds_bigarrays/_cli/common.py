@@ -45,14 +45,21 @@ FLAGS = {
 }
 _SWITCHES = ("beam", "overwrite", "register_checksums")  # `overwrite=True` is `--overwrite`
 _NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
-_PARAM = re.compile(rf"(?<![\w.-])({_NAMES})=(True\b)?")
+# Only a name that starts the message or follows a space or "(": never part
+# of a path or a feature name the user wrote ('/data/version=2/x.npy').
+_PARAM = re.compile(rf"(?:^|(?<=[\s(]))({_NAMES})=(True\b)?")
 
 
-def as_flags(message: str) -> str:
-    """`shard_bytes=1` -> `--shard-size=1`, `overwrite=True` -> `--overwrite`."""
+def as_flags(message: str, *, keep: frozenset[str] | set[str] = frozenset()) -> str:
+    """`shard_bytes=1` -> `--shard-size=1`, `overwrite=True` -> `--overwrite`.
+
+    Names in `keep` (the build's feature names) are left as they are.
+    """
 
     def flag(m: re.Match) -> str:
         name, true = m.group(1), m.group(2)
+        if name in keep:
+            return m.group(0)
         before = m.string[max(0, m.start() - 2) : m.start()]
         if len(before) == 2 and before[1] == "(" and (before[0].isalnum() or before[0] == "_"):
             return m.group(0)  # an argument in code, as in ReadOptions(memory_budget=...)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -51,9 +52,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    if args.subcommand != "gpu":  # `gpu run` starts the user's programs: their output is theirs
+    # This process's own TensorFlow start-up lines are filtered; the programs
+    # `gpu run` starts inherit the environment, so it keeps TF's log level.
+    quiet_tensorflow()
+    if args.subcommand != "gpu":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        quiet_tensorflow()
     # SIGTERM as Ctrl-C: builds and publishes then clean up what they started.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -72,7 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(args: argparse.Namespace, message: str) -> int:
     from tfds_bigarrays._cli.common import as_flags
 
-    print(f"tfds-bigarrays {args.subcommand}: error: {as_flags(message)}", file=sys.stderr)
+    # A feature the user named like a parameter (device=...) stays as written.
+    features = {
+        m.group(1)
+        for text in getattr(args, "split", None) or []
+        for m in re.finditer(r"(?:^[^:]*:|,)\s*(\w+)=", text)
+    }
+    print(
+        f"tfds-bigarrays {args.subcommand}: error: {as_flags(message, keep=features)}",
+        file=sys.stderr,
+    )
     return 2
 
 

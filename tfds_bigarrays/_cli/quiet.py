@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -38,28 +39,52 @@ def filtered(text: bytes) -> bytes:
     )
 
 
+# Run as a separate process so that what TensorFlow writes just before an
+# abort (a fatal "Check failed" line) still reaches the terminal.
+_FILTER = (
+    "import os, re, sys\n"
+    "chatter = re.compile(sys.argv[1].encode('latin-1'))\n"
+    "for line in sys.stdin.buffer:\n"
+    "    if not chatter.match(line.lstrip()):\n"
+    "        os.write(2, line)\n"
+)
+
+
 @contextlib.contextmanager
 def stderr_filtered() -> Iterator[None]:
-    """Holds back this process's fd 2 and replays it without the start-up chatter."""
+    """This process's fd 2, without the start-up chatter, through a filter process."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            rest = filtered(held.read())
-            if rest:
-                os.write(2, rest)
+    try:
+        filter_ = subprocess.Popen(
+            [sys.executable, "-S", "-E", "-c", _FILTER, _CHATTER.pattern.decode("latin-1")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=saved,
+        )
+    except OSError:  # no process to spare: unfiltered rather than not at all
+        os.close(saved)
+        yield
+        return
+    assert filter_.stdin is not None
+    os.dup2(filter_.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        filter_.stdin.close()
+        filter_.wait()
 
 
 class _QuietLoader(importlib.abc.Loader):
     def __init__(self, loader: Any):
         self._loader = loader
+
+    def __getattr__(self, name: str) -> Any:
+        # is_package, get_resource_reader, ...: as the real loader.
+        return getattr(self._loader, name)
 
     def create_module(self, spec):
         return self._loader.create_module(spec)

@@ -170,8 +170,10 @@ def describe(directory: epath.PathLike) -> str:
         )
     lines += ["", "| feature | dtype | shape |", "|---|---|---|"]
     if layout is not None:
+        labels = _class_labels(directory)
         for name, spec in layout.specs.items():
-            lines.append(f"| {name} | {spec.dtype.name} | {list(spec.shape)} |")
+            dtype = f"ClassLabel({labels[name]}), int64" if name in labels else spec.dtype.name
+            lines.append(f"| {name} | {dtype} | {list(spec.shape)} |")
         keys = info.get("supervisedKeys")
         if keys:
             lines += ["", f"supervised keys (as_supervised=True): {_nest_text(keys)}"]
@@ -199,3 +201,17 @@ def _nest_text(node: dict[str, Any]) -> str:
         pairs = node["dict"].get("dict", {})
         return "{" + ", ".join(f"{k}: {_nest_text(v)}" for k, v in pairs.items()) + "}"
     return "?"
+
+
+def _class_labels(directory: epath.Path) -> dict[str, str]:
+    """Feature -> number of classes, for the ClassLabels in features.json."""
+    try:
+        features = json.loads((directory / "features.json").read_text())
+        entries = features["featuresDict"]["features"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {
+        name: str(f["classLabel"].get("numClasses", "?"))
+        for name, f in entries.items()
+        if isinstance(f, dict) and isinstance(f.get("classLabel"), dict)
+    }

@@ -118,12 +118,19 @@ def run_many(commands: Sequence[Sequence[str]], *, cap_mb: int, stream=None) -> 
     # because a later one is missing.
     for command in commands:
         program = command[0] if command else ""
+        if program.endswith(".py"):  # run by this Python (above)
+            if not os.path.isfile(program):
+                raise GpuPlanError(
+                    f"script {program!r} does not exist; give a script that does after --, "
+                    "e.g. -- python train.py."
+                )
+            continue
         found = (
             shutil.which(program)
             if os.sep not in program
-            else (program if os.access(program, os.X_OK) else None)
+            else (program if os.path.isfile(program) and os.access(program, os.X_OK) else None)
         )
-        if not found and not program.endswith(".py"):
+        if not found:
             raise GpuPlanError(
                 f"command {program!r} is not an executable program (not found on PATH); "
                 "give one after --, e.g. -- python train.py."

@@ -21,7 +21,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml tfds_bigarrays/_read/core.cc tfds_bi
 	# The op is compiled against TensorFlow at install: install it first (the
 	# pin of setup.cfg) and build in this venv rather than in an isolated copy.
 	$(BIN)/python -m pip install '$(TF_PIN)'
-	$(BIN)/python -m pip install --no-build-isolation -e '.[beam,hdf5,grain,torch,jax,test,dev]'
+	$(BIN)/python -m pip install --no-build-isolation -e '.[beam,hdf5,zarr,grain,torch,jax,test,dev]'
 	touch $(STAMP)
 
 demo: install

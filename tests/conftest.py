@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import importlib.util
 import os
 import pathlib
 import signal
@@ -194,3 +195,14 @@ def http_server(tmp_path):
     yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+def needs(module: str):
+    """Skips without the extra `module`; in CI (TFDS_BIGARRAYS_REQUIRE_EXTRAS) fails instead."""
+    missing = importlib.util.find_spec(module) is None
+    if missing and os.environ.get("TFDS_BIGARRAYS_REQUIRE_EXTRAS"):  # set by .ci/run
+        raise RuntimeError(f"CI must install the {module} extra (make install does).")
+    return pytest.mark.skipif(
+        missing,
+        reason=f"{module} is not installed (pip install 'tfds-bigarrays[{module}]'; CI installs it)",
+    )

@@ -209,3 +209,67 @@ x, gate, data_dir, options = sys.argv[1:]
 splits = {"train": {"x": GatedSource(np.load(x), gate)}}
 tb.build("spread", data_dir=data_dir, splits=splits, shard_bytes=20_000, beam_options=options)
 """
+
+
+# -- Zarr stores and Dask arrays, written where the cluster is (issue #18)
+def test_zarr_store_built_on_dask_with_the_cli_matches_local(cluster, tmp_path):
+    import zarr
+
+    address, client = cluster
+    rng = np.random.default_rng(18)
+    x = rng.normal(size=(12_000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    zarr.create_array(tmp_path / "x.zarr", shape=x.shape, chunks=(700, 8), dtype=x.dtype)[:] = x
+    local = tb.build(
+        "zarred", data_dir=tmp_path / "local", splits={"train": {"x": tmp_path / "x.npy"}},
+        shard_bytes=40_000,
+    )  # fmt: skip
+    proc = run_cli(
+        "build", "zarred", "--data-dir", str(tmp_path / "dask"), "--shard-size", "40000",
+        "--split", f"train:x={tmp_path / 'x.zarr'}", "--dask", address,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    built = tmp_path / "dask" / "zarred" / "1.0.0"
+    _assert_same_shards(local.data_path, built)
+    pids = {int(r["worker"].rsplit(":", 1)[1]) for r in _receipts(built)["train"]}
+    assert pids <= _worker_pids(client) and len(pids) == 2
+
+
+_LAZY_BUILD = """
+import sys
+import dask.array as da
+import tfds_bigarrays as tb
+rows, address, data_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+# Defined here, computed nowhere here: each chunk is made by the worker writing it.
+x = da.random.default_rng(3).random((rows, 1024), chunks=(4096, 1024), dtype="float32")
+b = tb.build("lazy", data_dir=data_dir, splits={"train": {"x": x}}, dask=address,
+             shard_bytes=64 << 20)
+status = open("/proc/self/status").read()
+peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+print(b.info.splits["train"].num_examples, x.nbytes, peak * 1024)
+"""
+
+
+def test_a_dask_array_bigger_than_the_client_budget_is_written_by_the_workers(cluster, tmp_path):
+    address, client = cluster
+    rows = 400_000  # 1.6 GB of float32, never held by the client
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAZY_BUILD, str(rows), address, str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    examples, nbytes, peak = (int(v) for v in proc.stdout.split()[-3:])
+    assert examples == rows
+    assert peak < nbytes / 3, f"client peak RSS {peak / 1e9:.2f} GB for a {nbytes / 1e9:.1f} GB array"
+    built = tmp_path / "d" / "lazy" / "1.0.0"
+    pids = {int(r["worker"].rsplit(":", 1)[1]) for r in _receipts(built)["train"]}
+    assert pids <= _worker_pids(client) and len(pids) == 2
+    # The values are the ones the array defines (a chunk recomputed here).
+    import dask.array as da
+
+    ds = tfds.load("lazy", data_dir=tmp_path / "d", split="train[4096:8192]", batch_size=-1)
+    want = da.random.default_rng(3).random((rows, 1024), chunks=(4096, 1024), dtype="float32")
+    np.testing.assert_array_equal(ds["x"].numpy(), want[4096:8192].compute())

@@ -4,7 +4,6 @@ worker processes; every example exactly once per epoch, epochs differ."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import re
@@ -15,21 +14,11 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import ROOT, run_python
+from conftest import ROOT, needs, run_python
 
 import tfds_bigarrays as tb
 
 N = 1000
-
-
-def _needs(module: str):
-    missing = importlib.util.find_spec(module) is None
-    if missing and os.environ.get("TFDS_BIGARRAYS_REQUIRE_EXTRAS"):  # set by .ci/run
-        raise RuntimeError(f"CI must install the {module} extra (make install does).")
-    return pytest.mark.skipif(
-        missing,
-        reason=f"{module} is not installed (pip install 'tfds-bigarrays[{module}]'; CI installs it)",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +280,7 @@ def check(epochs, n):
 """
 
 
-@_needs("grain")
+@needs("grain")
 def test_grain_data_loader_and_map_dataset(served, tmp_path):
     out = _run_script(
         tmp_path,
@@ -333,7 +322,7 @@ if __name__ == "__main__":
     assert out.split().count("ok") == 4, out
 
 
-@_needs("torch")
+@needs("torch")
 def test_pytorch_data_loader_workers_batches_and_hosts(served, tmp_path):
     out = _run_script(
         tmp_path,
@@ -379,7 +368,7 @@ if __name__ == "__main__":
     assert out.split().count("ok") == 4, out
 
 
-@_needs("jax")
+@needs("jax")
 def test_a_jax_training_step(served, tmp_path):
     out = _run_script(
         tmp_path,
@@ -415,7 +404,7 @@ assert losses[-1] < losses[0], losses
     assert out.split().count("ok") == 1, out
 
 
-@_needs("jax")
+@needs("jax")
 def test_keras_3_on_jax_fits_from_a_py_dataset(served, tmp_path):
     out = _run_script(
         tmp_path,
@@ -457,9 +446,9 @@ assert "tensorflow" not in sys.modules
     assert out.split().count("ok") == 1, out
 
 
-@_needs("grain")
-@_needs("torch")
-@_needs("jax")
+@needs("grain")
+@needs("torch")
+@needs("jax")
 def test_the_docs_snippets_run(tmp_path):
     readme = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     build = readme[0].replace("/tmp/", f"{tmp_path}/")

@@ -57,6 +57,26 @@ def _check_flag(value: Any, *, what: str) -> bool:
     raise PlanError(f"{what}={value!r} must be True or False.")
 
 
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+
+
+def _dask_options(dask: Any, beam_options: Any) -> Any:
+    """Beam options for a build on the Dask cluster at `dask`, else `beam_options`."""
+    if dask is None:
+        return beam_options
+    if not isinstance(dask, str) or "://" not in dask:
+        raise PlanError(
+            f"dask={dask!r} is not a scheduler address; give it with its protocol, "
+            "e.g. 'tcp://HEAD:8786'."
+        )
+    if beam_options is not None:
+        raise PlanError(
+            f"dask={dask!r} and beam_options={beam_options!r} both given; give one (dask= "
+            f"is beam_options='runner={DASK_RUNNER},dask_client_address=...')."
+        )
+    return f"runner={DASK_RUNNER},dask_client_address={dask}"
+
+
 def _check_data_dir(data_dir: Any) -> str | None:
     if data_dir is None:
         return None
@@ -136,6 +156,7 @@ def build(
     permute_seed: int | None = None,
     beam: bool = False,
     beam_options: Any = None,
+    dask: str | None = None,
     description: str | None = None,
     overwrite: bool = False,
     checksums_dir: str | os.PathLike | None = None,
@@ -173,6 +194,9 @@ def build(
       beam_options: Beam pipeline options: 'runner=...,k=v' flags, a list of
         flags, or `PipelineOptions`; default DirectRunner, multi-processing,
         one worker per core.
+      dask: a Dask scheduler's address, e.g. 'tcp://HEAD:8786': each shard is
+        written by a task on that cluster (Beam's Dask runner; the rows of a
+        Dask or Zarr array are computed or read there, never on this machine).
       description: free text recorded in `dataset_info.json`.
       overwrite: rebuild if this version already exists.
       checksums_dir: where http(s) sources' sizes and sha256 are kept, as
@@ -188,6 +212,7 @@ def build(
       DatasetExistsError: the version exists and `overwrite` is False.
     """
     data_dir = _check_data_dir(data_dir)
+    beam_options = _dask_options(dask, beam_options)
     if beam_options is not None:  # a bad runner is refused now, not mid-build
         from tfds_bigarrays._build.beam import pipeline_options
 

@@ -699,7 +699,8 @@ class DaskArraySource(_ChunkedRows):
 def _zarr_arrays(node: Any) -> list[str]:
     if hasattr(node, "chunks"):
         return [node.path or "/"]
-    return sorted(k for k, v in node.members(max_depth=None) if hasattr(v, "chunks"))
+    prefix = f"{node.path}/" if node.path else ""  # full paths from the store's root
+    return sorted(prefix + k for k, v in node.members(max_depth=None) if hasattr(v, "chunks"))
 
 
 def _h5_names(group) -> list[str]:

@@ -17,6 +17,8 @@ SOURCE_KINDS = """sources (PATH in --split):
   data.npz:x            a member of an .npz archive (stored members are memory-mapped)
   data.h5:/group/x      an HDF5 dataset (pip install 'tfds-bigarrays[hdf5]')
   https://host/x.npy    any of the above by URL, downloaded once and checksummed
+  data.zarr             a Zarr array (v2 or v3 store; pip install 'tfds-bigarrays[zarr]')
+  data.zarr:/group/x    an array in a Zarr group
   'x.npy[:90%]'         rows of any of the above: [start:stop], row numbers or percents
                         (one file, two splits: train:x=x.npy[:90%] validation:x=x.npy[90%:])
 Relative paths are taken from the current directory; ~ is expanded."""
@@ -58,9 +60,8 @@ def add_parser(sub) -> None:
             "--split validation:x=x_val.npy,y=y_val.npy --supervised x,y",
             "tfds-bigarrays build big --data-dir /data/tfds --split train:x=shards/,y=y.npy "
             "--shard-size 256MiB",
-            "tfds-bigarrays build big --split train:x=x.npy --beam-options "
-            "runner=apache_beam.runners.dask.dask_runner.DaskRunner,"
-            "dask_client_address=tcp://HEAD:8786",
+            "tfds-bigarrays build climate --split 'train:x=era5.zarr:/t2m[:90%]' "
+            "--split 'test:x=era5.zarr:/t2m[90%:]' --dask tcp://HEAD:8786",
         ],
     )
     p.add_argument("name", help="dataset name (lower snake case), e.g. my_arrays")
@@ -125,6 +126,12 @@ def add_parser(sub) -> None:
         "runner=FlinkRunner,... (implies --beam)",
     )
     p.add_argument(
+        "--dask",
+        metavar="tcp://HOST:PORT",
+        help="write the shards on this Dask cluster, one task per shard, where a Zarr "
+        "store's chunks are read (Beam's Dask runner; implies --beam)",
+    )
+    p.add_argument(
         "--checksums-dir",
         metavar="DIR",
         default="checksums",
@@ -164,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             )
     labels = _class_labels(args, keys=keys, features={f for s in splits.values() for f in s})
     _hide_gpus()
-    beam = bool(args.beam or args.beam_options)
+    beam = bool(args.beam or args.beam_options or args.dask)
     start = time.perf_counter()
     # Beam's workers log dozens of lines per build: into a file, not the terminal.
     logs = logs_to_file("tfds_bigarrays-beam-") if beam else contextlib.nullcontext(None)
@@ -253,6 +260,7 @@ def _build(tb, args: argparse.Namespace, *, splits, keys, labels, beam: bool):
         permute_seed=args.permute,
         beam=beam,
         beam_options=args.beam_options,
+        dask=args.dask,
         description=args.description,
         overwrite=args.overwrite,
         checksums_dir=args.checksums_dir,

@@ -33,6 +33,7 @@ FLAGS = {
     "permute_seed": "--permute",
     "beam": "--beam",
     "beam_options": "--beam-options",
+    "dask": "--dask",
     "description": "--description",
     "overwrite": "--overwrite",
     "checksums_dir": "--checksums-dir",

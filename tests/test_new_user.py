@@ -94,6 +94,10 @@ def test_item2_tilde_is_expanded_everywhere(tmp_path, monkeypatch):
     registry.write_text('[team]\npaths = ["~/tt"]\n')
     proc = run_cli("ls", "--registry", "~/registry.toml", cwd=cwd)
     assert proc.returncode == 0 and "3 dataset(s)" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    # Reading back with the same spelling: tfds.load, tfds.builder, tfds.data_source.
+    ds = tfds.load("t_py", data_dir="~/tt", split="train", batch_size=-1, shuffle_files=False)
+    assert ds["x"].numpy().tolist() == list(range(6))
+    assert len(tfds.data_source("t_cli", data_dir="~/tt", split="train")) == 6
     assert not list(cwd.iterdir()), list(cwd.iterdir())  # no literal ./~ anywhere
 
 

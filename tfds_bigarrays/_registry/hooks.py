@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 
 from tensorflow_datasets.core import read_only_builder
+
+from tfds_bigarrays._files import user_path
 
 _MARK = "__tfds_bigarrays_wrapped__"
 
@@ -24,6 +27,11 @@ def install() -> None:
 
     @functools.wraps(original)
     def builder(name, *, try_gcs: bool = False, **builder_kwargs):
+        data_dir = builder_kwargs.get("data_dir")
+        if isinstance(data_dir, (str, os.PathLike)):
+            # data_dir="~/tensorflow_datasets" as our CLI and build() take it;
+            # TFDS would look for a folder named "~".
+            builder_kwargs["data_dir"] = user_path(data_dir)
         if isinstance(name, str) and ":" in name:
             from tfds_bigarrays._registry import lookup as _registry
 

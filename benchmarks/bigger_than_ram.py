@@ -20,7 +20,7 @@ every example exactly once.
 
 Needs root (cgroups, drop_caches); skips, saying why, where either is missing.
 
-    .venv/bin/python benchmarks/bigger_than_ram.py   # 6 GB in a 2 GiB cgroup; writes docs/
+    .venv/bin/python benchmarks/bigger_than_ram.py   # 7 GB in a 2 GiB cgroup; writes docs/
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--contender")
     parser.add_argument("--work", default="/tmp/tfds_bigarrays_bigger_than_ram")
-    parser.add_argument("--gb", type=float, default=6.0, help="dataset size (default 6)")
+    parser.add_argument("--gb", type=float, default=7.0, help="dataset size (default 7)")
     parser.add_argument("--limit-mb", type=int, default=2048, help="cgroup limit (default 2048)")
     parser.add_argument("--max-seconds", type=float, default=240, help="time box per reader")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))

@@ -117,3 +117,23 @@ def test_every_environment_variable_is_declared_once_in_env():
         assert used <= declared, (path, used - declared)
         # Read only through _env.get: no direct lookups of our variables.
         assert not re.search(r"environ(\.get)?\(\s*[\"']TFDS_BIGARRAYS_", text), path
+
+
+def test_every_test_module_is_collected_by_a_plain_pytest_run():
+    """`make test` runs plain `pytest`: a folder its rules skip (it skipped
+    any folder named "build") would silently drop tests from CI."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    collected = {line.split("::")[0] for line in proc.stdout.splitlines() if "::" in line}
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")}
+    assert modules - collected == set()
+    assert "tests/build/test_builder.py" in collected

@@ -356,13 +356,6 @@ bool OpenChecked(const std::string& name, const Identity& want, int* fd, Identit
     close(*fd);
     return false;
   }
-#ifdef POSIX_FADV_RANDOM
-  // Reads here are of blocks in a shuffled order, announced ahead by
-  // WILLNEED: the kernel's own readahead (8 MiB windows on this machine)
-  // only reads rows nobody asked for yet, which are evicted before their
-  // turn when the data is bigger than memory. docs/design.md#tuning
-  posix_fadvise(*fd, 0, 0, POSIX_FADV_RANDOM);
-#endif
   return true;
 }
 
@@ -540,7 +533,10 @@ class Mappings {
         close(fd);
         return false;
       }
-      // No read-around on a fault, for the reason given in OpenChecked.
+      // Blocks are read in a shuffled order, announced ahead by WILLNEED. A
+      // fault's read-around (the readahead window, 8 MiB on this machine)
+      // reads rows nobody asked for yet, evicted before their turn when the
+      // data is bigger than memory. docs/design.md#tuning
       madvise(base, static_cast<size_t>(got[2]), MADV_RANDOM);
       mapping->base = static_cast<const uint8_t*>(base);
       mapping->len = got[2];

@@ -62,28 +62,45 @@ class MemoryCgroup:
         else:
             raise OSError("no memory cgroup hierarchy under /sys/fs/cgroup")
         self.path.mkdir(exist_ok=True)
-        self._write("memory.limit_in_bytes" if self.v1 else "memory.max", limit)
+        try:
+            self._write("memory.limit_in_bytes" if self.v1 else "memory.max", limit)
+        except OSError:
+            self.remove()
+            raise
         if self.v1:  # no swapping the readers' memory out instead of limiting it
             with contextlib.suppress(OSError):
                 self._write("memory.memsw.limit_in_bytes", limit)
         self.limit = limit
+        self._peak_fd: int | None = None
 
     def _write(self, name: str, value) -> None:
         (self.path / name).write_text(f"{value}\n")
 
     def reset_peak(self) -> None:
+        if self.v1:
+            self._write("memory.max_usage_in_bytes", 0)
+            return
+        # v2 resets memory.peak only for reads through the descriptor written to.
+        if self._peak_fd is not None:
+            os.close(self._peak_fd)
+        self._peak_fd = os.open(self.path / "memory.peak", os.O_RDWR)
         with contextlib.suppress(OSError):
-            self._write("memory.max_usage_in_bytes" if self.v1 else "memory.peak", 0)
+            os.write(self._peak_fd, b"reset\n")
 
     def peak(self) -> int:
-        name = "memory.max_usage_in_bytes" if self.v1 else "memory.peak"
-        return int((self.path / name).read_text())
+        if self.v1:
+            return int((self.path / "memory.max_usage_in_bytes").read_text())
+        assert self._peak_fd is not None
+        return int(os.pread(self._peak_fd, 64, 0))
 
     def join(self) -> None:
         """Moves the calling process into the cgroup (used in a child before exec)."""
         (self.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
 
     def remove(self) -> None:
+        if getattr(self, "_peak_fd", None) is not None:
+            os.close(self._peak_fd)
+            self._peak_fd = None
         with contextlib.suppress(OSError):
             self.path.rmdir()
 
@@ -220,14 +237,17 @@ def _median(runs: list[dict]) -> dict:
 def run_in_cgroup(cgroup: MemoryCgroup, *args: str, timeout: float, pythonpath: str) -> dict:
     import json
 
-    proc = subprocess.run(
-        [sys.executable, str(HERE), "--child", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": pythonpath},
-        timeout=timeout,
-        preexec_fn=cgroup.join,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(HERE), "--child", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": pythonpath},
+            timeout=timeout,
+            preexec_fn=cgroup.join,
+        )
+    except (subprocess.SubprocessError, OSError) as e:  # could not join, or timed out
+        return {"failed": f"{type(e).__name__}: {e}"}
     if proc.returncode != 0:
         return {"failed": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"}
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
@@ -269,13 +289,13 @@ def main() -> None:
     prepare(work, rows)
     if args.prepare_only:
         return
+    if not drop_page_cache():
+        print("skipped: cannot drop the page cache (/proc/sys/vm/drop_caches)")
+        return
     try:
         cgroup = MemoryCgroup("tfds_bigarrays_bench", limit)
     except OSError as e:
-        print(f"skipped: {e}")
-        return
-    if not drop_page_cache():
-        print("skipped: cannot drop the page cache (/proc/sys/vm/drop_caches)")
+        print(f"skipped: no memory cgroup ({e})")
         return
     contenders = args.contenders.split(",")
     if args.baseline:

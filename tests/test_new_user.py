@@ -774,7 +774,9 @@ def test_review_beam_tasks_carry_no_in_memory_labels(tmp_path):
         )
         for i in range(3)
     ]
-    spooled = builder_module._file_backed(tasks, epath.Path(tmp_path))  # noqa: SLF001
+    spooled = builder_module._Spooler(epath.Path(tmp_path))(
+        tasks, when=builder_module._carries_data
+    )  # noqa: SLF001
     assert all(len(pickle.dumps(t)) < 8_000 for t in spooled)
     again = pickle.loads(pickle.dumps(spooled[0].sources["y"]))
     np.testing.assert_array_equal(again.read(0, 200_000), labels.astype(np.uint32))
@@ -824,3 +826,17 @@ def test_review_gpu_run_refuses_a_directory_as_the_program(tmp_path):
     assert proc.returncode == 2 and f"command {str(tmp_path)!r} is not an executable" in last, last
     proc = run_cli("gpu", "run", "--card-mb", "8000", "--", str(tmp_path / "missing.py"))
     assert proc.returncode == 2 and "missing.py' does not exist" in proc.stderr, proc.stderr
+
+
+def test_review_dask_option_errors_name_the_option(tmp_path):
+    splits = {"train": {"x": np.zeros(3)}}
+    with pytest.raises(tb.TfdsBigarraysError, match=r"dask='HEAD:8786' is not a scheduler address"):
+        tb.build("d1", data_dir=tmp_path, splits=splits, dask="HEAD:8786")
+    with pytest.raises(tb.TfdsBigarraysError, match=r"dask='tcp://h:1' and beam_options="):
+        tb.build("d1", data_dir=tmp_path, splits=splits, dask="tcp://h:1", beam_options="runner=X")
+    proc = run_cli(
+        "build", "d1", "--data-dir", str(tmp_path), "--split", "train:x=x.npy", "--dask", "h:1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--dask='h:1' is not a scheduler address" in proc.stderr
+    assert not list(tmp_path.iterdir())

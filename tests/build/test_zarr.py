@@ -160,3 +160,41 @@ def test_dask_arrays_build_locally_without_computing_the_whole_graph(tmp_path):
     with pytest.raises(tb.TfdsBigarraysError, match="unknown chunk sizes"):
         unknown = da.from_array(x, chunks=(250, 5))
         tb.build("lazy2", data_dir=tmp_path, splits={"train": {"x": unknown[unknown[:, 0] > 3]}})
+
+
+def test_a_permuted_build_reads_each_chunk_once_and_objects_reopen_by_absolute_path(
+    tmp_path, monkeypatch
+):
+    import pickle
+
+    import zarr
+    import zarr.storage
+
+    class Counting(zarr.storage.LocalStore):
+        gets: collections.Counter = collections.Counter()
+
+        async def get(self, key, prototype, byte_range=None):
+            Counting.gets[key] += 1
+            return await super().get(key, prototype, byte_range)
+
+    x = np.arange(6000 * 4, dtype=np.float32).reshape(6000, 4)
+    zarr.create_array(tmp_path / "x.zarr", shape=x.shape, chunks=(150, 4), dtype=x.dtype)[:] = x
+    array = zarr.open_array(Counting(tmp_path / "x.zarr", read_only=True), mode="r")
+    b = tb.build(
+        "permuted_once", data_dir=tmp_path / "d", splits={"train": {"x": array}},
+        shard_bytes=8_000, permute_seed=3,
+    )  # fmt: skip
+    got = b.as_dataset(split="train", batch_size=-1, shuffle_files=False)["x"].numpy()
+    assert sorted(got[:, 0].tolist()) == x[:, 0].tolist() and not np.array_equal(got, x)
+    # A forward copy first (the spool): not every chunk once per block.
+    chunks = {k: v for k, v in Counting.gets.items() if k.startswith("c/")}
+    assert len(chunks) == 40 and max(chunks.values()) <= 1, chunks
+    # An array object on a local store, opened with a relative path, is reopened
+    # by its absolute path: a worker in another directory reads the same rows.
+    monkeypatch.chdir(tmp_path)
+    relative = zarr.open_array("x.zarr", mode="r")
+    from tfds_bigarrays._build.sources import open_source
+
+    source = pickle.dumps(open_source(relative, feature="x"))
+    monkeypatch.chdir(tmp_path / "d")
+    np.testing.assert_array_equal(pickle.loads(source).read(100, 200), x[100:200])

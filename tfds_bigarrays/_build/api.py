@@ -24,6 +24,7 @@ from tfds_bigarrays._build.plan import (
 )
 from tfds_bigarrays._build.scratch import scratch_dir
 from tfds_bigarrays._build.sources import SourceError
+from tfds_bigarrays._errors import MissingDependencyError
 from tfds_bigarrays._files import user_path
 from tfds_bigarrays._read.plan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 
@@ -71,8 +72,15 @@ def _dask_options(dask: Any, beam_options: Any) -> Any:
         )
     if beam_options is not None:
         raise PlanError(
-            f"dask={dask!r} and beam_options={beam_options!r} both given; give one (dask= "
-            f"is beam_options='runner={DASK_RUNNER},dask_client_address=...')."
+            f"dask={dask!r} and beam_options={beam_options!r} both given; give one of them "
+            f"(dask=ADDRESS stands for runner={DASK_RUNNER},dask_client_address=ADDRESS)."
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise MissingDependencyError(
+            f"dask={dask!r} needs Dask's distributed and Apache Beam: "
+            "pip install 'tfds-bigarrays[beam]'."
         )
     return f"runner={DASK_RUNNER},dask_client_address={dask}"
 

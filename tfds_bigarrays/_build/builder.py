@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import datetime
 import errno
 import json
 import os
+import pickle
 import socket
 import sys
 import time
@@ -23,6 +23,7 @@ from etils import epath
 
 from tfds_bigarrays._build.beam import write_with_beam
 from tfds_bigarrays._build.plan import (
+    DEFAULT_BLOCK_BYTES,
     DEFAULT_SHARD_BYTES,
     MIN_SHARD_BYTES,
     DatasetPlan,
@@ -42,7 +43,7 @@ from tfds_bigarrays._build.scratch import (
     remove_empty_tree,
     sync_tree,
 )
-from tfds_bigarrays._build.sources import InMemorySource, NpyFileSource
+from tfds_bigarrays._build.sources import ChunkedRows, InMemorySource, NpyFileSource
 from tfds_bigarrays._build.writer import ShardTask, receipt_path, run_task
 from tfds_bigarrays._errors import TfdsBigarraysError
 from tfds_bigarrays._files import user_path, version_identity
@@ -54,6 +55,8 @@ from tfds_bigarrays._read.hooks import data_source_hook
 from tfds_bigarrays._read.plan import DEFAULT_MEMORY_BUDGET, MIN_MEMORY_BUDGET
 from tfds_bigarrays._version import __version__
 
+# A Beam task's sources pickled bigger than this carry rows: spooled to a file.
+_MAX_TASK_SOURCE_BYTES = 1 << 20
 _SPOOL_DIR = "spool.incomplete"
 
 
@@ -299,14 +302,19 @@ class ArrayDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                 )
                 for rows, path in zip(ranges, template.sharded_filepaths(len(ranges)), strict=True)
             ]
+        spool = _Spooler(self.data_path / _SPOOL_DIR)
+        if self.PERMUTE_SEED is not None:
+            # A permuted order takes rows from all over the split in every
+            # block: a Zarr or Dask source would decompress or compute every
+            # chunk again per block. One forward pass into a file instead.
+            tasks = {n: spool(ts, when=_chunked) for n, ts in tasks.items()}
         all_tasks = [t for ts in tasks.values() for t in ts]
         total_bytes = sum(len(t.rows) for t in all_tasks) * codec.frame_bytes
         beam_options = self._beam_options(download_config, total_bytes)
         if beam_options is not None:
-            # Workers get tasks, not data: an array held in this process goes
-            # to a file first, or every task would carry the whole array.
-            all_tasks = _file_backed(all_tasks, self.data_path / _SPOOL_DIR)
-            write_with_beam(all_tasks, options=beam_options)
+            # Workers get tasks, not data: rows held in this process (an array,
+            # an in-memory store) go to a file first, or every task would carry them.
+            write_with_beam(spool(all_tasks, when=_carries_data), options=beam_options)
         else:
             _write_locally(tasks, frame_bytes=codec.frame_bytes)
         split_infos = []
@@ -512,32 +520,64 @@ def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) ->
                 run_task(task, on_block=progress)
 
 
-def _file_backed(tasks: list[ShardTask], spool_dir: epath.Path) -> list[ShardTask]:
-    """The tasks, with in-memory arrays replaced by `.npy` copies in `spool_dir`."""
-    files: dict[int, Any] = {}
+def _layers(source: Any) -> list[Any]:
+    """A source and the sources it wraps (row ranges, class labels)."""
+    out = [source]
+    while (source := getattr(source, "inner", None)) is not None:
+        out.append(source)
+    return out
 
-    def spooled(source: Any, name: str) -> Any:
-        if id(source) in files:
-            return files[id(source)]
-        if isinstance(source, InMemorySource):
-            spool_dir.mkdir(parents=True, exist_ok=True)
-            path = os.fspath(spool_dir / f"{len(files)}-{name}.npy")
-            np.save(path, source.array, allow_pickle=False)
-            files[id(source)] = NpyFileSource(path, feature=name)
-        elif isinstance(getattr(source, "inner", None), InMemorySource):
-            # A wrapper (class labels, a row range) over an array: the same
-            # wrapper over the array's file.
-            wrapper = copy.copy(source)
-            wrapper.inner = spooled(source.inner, name)
-            files[id(source)] = wrapper
-        else:
+
+def _carries_data(source: Any) -> bool:
+    """Whether pickling the source (for a Beam task) would carry its rows."""
+    if any(isinstance(s, InMemorySource) for s in _layers(source)):
+        return True
+    try:  # in-memory Zarr stores, Dask graphs built from numpy arrays, ...
+        return len(pickle.dumps(source)) > _MAX_TASK_SOURCE_BYTES
+    except Exception:  # not picklable at all: Beam would fail on it; spool it instead
+        return True
+
+
+def _chunked(source: Any) -> bool:
+    return any(isinstance(s, ChunkedRows) for s in _layers(source))
+
+
+class _Spooler:
+    """Sources replaced by `.npy` copies of their rows in `spool_dir`, each once."""
+
+    def __init__(self, spool_dir: epath.Path):
+        self.spool_dir = spool_dir
+        self.files: dict[int, NpyFileSource] = {}
+
+    def __call__(self, tasks: list[ShardTask], *, when) -> list[ShardTask]:
+        return [
+            dataclasses.replace(
+                task, sources={n: self._source(s, n, when) for n, s in task.sources.items()}
+            )
+            for task in tasks
+        ]
+
+    def _source(self, source: Any, name: str, when) -> Any:
+        if id(source) in self.files:
+            return self.files[id(source)]
+        if not when(source):
             return source
-        return files[id(source)]
-
-    return [
-        dataclasses.replace(task, sources={n: spooled(s, n) for n, s in task.sources.items()})
-        for task in tasks
-    ]
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = os.fspath(self.spool_dir / f"{len(self.files)}-{name}.npy")
+        if isinstance(source, InMemorySource):
+            np.save(path, source.array, allow_pickle=False)
+        else:  # one forward pass, block by block (chunked sources read each chunk once)
+            spec, n = source.spec, len(source)
+            out = np.lib.format.open_memmap(
+                path, mode="w+", dtype=spec.dtype, shape=(n, *spec.shape)
+            )
+            step = max(1, DEFAULT_BLOCK_BYTES // max(1, spec.row_bytes))
+            for start in range(0, n, step):
+                out[start : start + step] = source.read(start, min(n, start + step))
+            out.flush()
+            del out
+        self.files[id(source)] = NpyFileSource(path, feature=name)
+        return self.files[id(source)]
 
 
 def _check_written(task: ShardTask, *, frame_bytes: int) -> dict[str, Any]:

@@ -542,9 +542,9 @@ def is_zarr_store(path: str) -> bool:
     """A Zarr store: a `.zarr` folder, or a folder with Zarr v2/v3 metadata."""
     if path.rstrip("/").lower().endswith(".zarr"):
         return True
-    return os.path.isdir(path) and any(
-        os.path.exists(os.path.join(path, m)) for m in ("zarr.json", ".zarray", ".zgroup")
-    )
+    if not os.path.isdir(path) or any(n.endswith(".npy") for n in os.listdir(path)):
+        return False  # a folder of .npy shards, whatever else lies in it
+    return any(os.path.exists(os.path.join(path, m)) for m in ("zarr.json", ".zarray", ".zgroup"))
 
 
 def is_zarr_array(value: Any) -> bool:
@@ -552,7 +552,7 @@ def is_zarr_array(value: Any) -> bool:
     return type(value).__module__.startswith("zarr.") and hasattr(value, "chunks")
 
 
-class _ChunkedRows(_Described):
+class ChunkedRows(_Described):
     """Rows of a chunked array, read in whole chunks along the first axis.
 
     Each read covers whole chunks, and the last chunk read is kept for the
@@ -577,23 +577,27 @@ class _ChunkedRows(_Described):
         b = self._bounds
         first = int(np.searchsorted(b, start, side="right")) - 1
         last = int(np.searchsorted(b, stop - 1, side="right")) - 1
-        parts, lo = [], first
-        if self._kept is not None and self._kept[0] == first:
-            parts.append(self._kept[1])
-            lo += 1
-        if lo <= last:
-            parts.append(self._chunks(int(b[lo]), int(b[last + 1])))
-        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
         base = int(b[first])
-        self._kept = (last, rows[int(b[last]) - base :].copy())
+        kept = self._kept  # once: another thread may replace it
+        if kept is not None and kept[0] == first and last == first:
+            return kept[1][start - base : stop - base]  # inside the kept chunk: no copy
+        parts, lo = [], first
+        if kept is not None and kept[0] == first:
+            parts.append(kept[1])
+            lo += 1
+        parts.append(self._chunks(int(b[lo]), int(b[last + 1])))
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        cut = int(b[last]) - base
+        # The last chunk's rows; a view into a longer block would keep it all alive.
+        self._kept = (last, rows if cut == 0 else rows[cut:].copy())
         return rows[start - base : stop - base]
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__, _kept=None)
 
 
-class ZarrSource(_ChunkedRows):
-    """A Zarr array (v2 or v3 store), read chunk by chunk (`_ChunkedRows`)."""
+class ZarrSource(ChunkedRows):
+    """A Zarr array (v2 or v3 store), read chunk by chunk (`ChunkedRows`)."""
 
     def __init__(self, array: Any, *, feature: str, description: str, reopen=None):
         where = f"{feature}={description!r}"
@@ -624,9 +628,15 @@ class ZarrSource(_ChunkedRows):
             ) from e
         if not hasattr(node, "chunks"):
             arrays = _zarr_arrays(node)
+            example = arrays[0] if arrays else "group/array"
+            hint = (
+                f"{store}:/{example}"
+                if store.lower().endswith(".zarr")
+                else os.path.join(store, example)
+            )
             raise SourceError(
                 f"{where} is a group, not an array; it holds arrays {arrays}. Name one, "
-                f"e.g. {store}:/{arrays[0] if arrays else 'group/array'}."
+                f"e.g. {hint}."
             )
         return cls(node, feature=feature, description=description, reopen=(store, array_path))
 
@@ -649,7 +659,18 @@ class ZarrSource(_ChunkedRows):
         self.__dict__.update(state)
         if self._array is None:
             store, path = self._reopen
-            self._array = _zarr().open(store, mode="r", path=(path or "").strip("/") or None)
+            try:
+                array = _zarr().open(store, mode="r", path=(path or "").strip("/") or None)
+                same = tuple(array.shape) == (len(self), *self._spec.shape)
+            except (FileNotFoundError, KeyError, ValueError):
+                same = False
+            if not same:
+                raise SourceError(
+                    f"{self._description} is missing or changed where the build reads it "
+                    "(a worker must see the store at the same path, unchanged). Nothing "
+                    "loadable was written; make the store visible there and build again."
+                )
+            self._array = array
 
 
 def _check_not_objects(dtype: Any, *, where: str) -> None:
@@ -665,7 +686,7 @@ def is_dask_array(value: Any) -> bool:
     return type(value).__module__.startswith("dask.array") and hasattr(value, "chunks")
 
 
-class DaskArraySource(_ChunkedRows):
+class DaskArraySource(ChunkedRows):
     """A `dask.array.Array`: each read computes whole chunks, where it runs.
 
     In a build on a Dask cluster, that is the worker writing the shard; the
@@ -987,7 +1008,19 @@ def open_source(
     if is_dask_array(value):
         return DaskArraySource(value, feature=feature)
     if is_zarr_array(value):
-        return ZarrSource(value, feature=feature, description=f"zarr array {value.path or '/'!r}")
+        root = getattr(value.store, "root", None)  # a LocalStore's folder
+        reopen = None
+        if root is not None and "://" not in str(root):
+            # Where it is unpickled (a Beam or Dask worker) it is reopened by
+            # absolute path: a pickled LocalStore keeps a relative root, which a
+            # worker in another directory would resolve to an empty store,
+            # reading zarr's fill value.
+            reopen = (os.path.abspath(os.fspath(root)), value.path or None)
+        name = f"{reopen[0]}:{reopen[1]}" if reopen and reopen[1] else (reopen or [""])[0]
+        return ZarrSource(
+            value, feature=feature, description=name or f"zarr array {value.path or '/'!r}",
+            reopen=reopen,
+        )  # fmt: skip
     if isinstance(value, ArraySource):
         return value
     raise SourceError(

@@ -62,7 +62,7 @@ def test_in_memory_arrays_reach_beam_workers_as_files(tmp_path):
     from etils import epath
 
     from tfds_bigarrays._build.writer import ShardTask
-    from tfds_bigarrays._build.builder import _file_backed
+    from tfds_bigarrays._build.builder import _carries_data, _Spooler
     from tfds_bigarrays._build.plan import RowRange
     from tfds_bigarrays._build.sources import InMemorySource, NpyFileSource
 
@@ -78,7 +78,7 @@ def test_in_memory_arrays_reach_beam_workers_as_files(tmp_path):
         for i in range(10)
     ]
     assert len(pickle.dumps(tasks[0])) > len(x.tobytes())
-    backed = _file_backed(tasks, epath.Path(tmp_path / "spool"))
+    backed = _Spooler(epath.Path(tmp_path / "spool"))(tasks, when=_carries_data)
     assert all(isinstance(t.sources["x"], NpyFileSource) for t in backed)
     assert len({t.sources["x"].description for t in backed}) == 1  # one copy, shared
     assert max(len(pickle.dumps(t)) for t in backed) < 10_000

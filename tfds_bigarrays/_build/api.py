@@ -75,13 +75,13 @@ def _dask_options(dask: Any, beam_options: Any) -> Any:
             f"dask={dask!r} and beam_options={beam_options!r} both given; give one of them "
             f"(dask=ADDRESS stands for runner={DASK_RUNNER},dask_client_address=ADDRESS)."
         )
-    import importlib.util
-
-    if importlib.util.find_spec("distributed") is None:
+    try:
+        import distributed  # noqa: F401  (Beam's Dask runner needs it)
+    except ImportError:
         raise MissingDependencyError(
             f"dask={dask!r} needs Dask's distributed and Apache Beam: "
             "pip install 'tfds-bigarrays[beam]'."
-        )
+        ) from None
     return f"runner={DASK_RUNNER},dask_client_address={dask}"
 
 

@@ -533,6 +533,7 @@ def _carries_data(source: Any) -> bool:
     if any(isinstance(s, InMemorySource) for s in _layers(source)):
         return True
     try:  # in-memory Zarr stores, Dask graphs built from numpy arrays, ...
+        # Only dumps: the size of what Beam itself pickles into each task.
         return len(pickle.dumps(source)) > _MAX_TASK_SOURCE_BYTES
     except Exception:  # not picklable at all: Beam would fail on it; spool it instead
         return True

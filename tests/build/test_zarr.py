@@ -22,6 +22,20 @@ def _digests(directory: pathlib.Path) -> list[str]:
     return [hashlib.sha256(p.read_bytes()).hexdigest() for p in shards]
 
 
+def _counting_store():
+    """A zarr LocalStore class that counts the fetches of each key."""
+    import zarr.storage
+
+    class Counting(zarr.storage.LocalStore):
+        gets: collections.Counter = collections.Counter()
+
+        async def get(self, key, prototype, byte_range=None):
+            Counting.gets[key] += 1
+            return await super().get(key, prototype, byte_range)
+
+    return Counting
+
+
 def _arrays(n: int = 3000):
     rng = np.random.default_rng(5)
     x = rng.normal(size=(n, 6)).astype(np.float32)
@@ -71,15 +85,8 @@ def test_zarr_stores_round_trip_bit_exactly_and_match_the_npy_build(tmp_path, za
 
 def test_each_chunk_is_decompressed_once_whatever_the_shard_boundaries(tmp_path):
     import zarr
-    import zarr.storage
 
-    class Counting(zarr.storage.LocalStore):
-        gets: collections.Counter = collections.Counter()
-
-        async def get(self, key, prototype, byte_range=None):
-            Counting.gets[key] += 1
-            return await super().get(key, prototype, byte_range)
-
+    Counting = _counting_store()
     x = np.arange(5000 * 8, dtype=np.float32).reshape(5000, 8)
     zarr.create_array(tmp_path / "x.zarr", shape=x.shape, chunks=(333, 8), dtype=x.dtype)[:] = x
     array = zarr.open_array(Counting(tmp_path / "x.zarr", read_only=True), mode="r")
@@ -168,15 +175,8 @@ def test_a_permuted_build_reads_each_chunk_once_and_objects_reopen_by_absolute_p
     import pickle
 
     import zarr
-    import zarr.storage
 
-    class Counting(zarr.storage.LocalStore):
-        gets: collections.Counter = collections.Counter()
-
-        async def get(self, key, prototype, byte_range=None):
-            Counting.gets[key] += 1
-            return await super().get(key, prototype, byte_range)
-
+    Counting = _counting_store()
     x = np.arange(6000 * 4, dtype=np.float32).reshape(6000, 4)
     zarr.create_array(tmp_path / "x.zarr", shape=x.shape, chunks=(150, 4), dtype=x.dtype)[:] = x
     array = zarr.open_array(Counting(tmp_path / "x.zarr", read_only=True), mode="r")

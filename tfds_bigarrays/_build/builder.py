@@ -43,7 +43,7 @@ from tfds_bigarrays._build.scratch import (
     remove_empty_tree,
     sync_tree,
 )
-from tfds_bigarrays._build.sources import ChunkedRows, InMemorySource, NpyFileSource
+from tfds_bigarrays._build.sources import ChunkedRows, InMemorySource, NpyFileSource, layers
 from tfds_bigarrays._build.writer import ShardTask, receipt_path, run_task
 from tfds_bigarrays._errors import TfdsBigarraysError
 from tfds_bigarrays._files import user_path, version_identity
@@ -520,17 +520,9 @@ def _write_locally(tasks: Mapping[str, list[ShardTask]], *, frame_bytes: int) ->
                 run_task(task, on_block=progress)
 
 
-def _layers(source: Any) -> list[Any]:
-    """A source and the sources it wraps (row ranges, class labels)."""
-    out = [source]
-    while (source := getattr(source, "inner", None)) is not None:
-        out.append(source)
-    return out
-
-
 def _carries_data(source: Any) -> bool:
     """Whether pickling the source (for a Beam task) would carry its rows."""
-    if any(isinstance(s, InMemorySource) for s in _layers(source)):
+    if any(isinstance(s, InMemorySource) for s in layers(source)):
         return True
     try:  # in-memory Zarr stores, Dask graphs built from numpy arrays, ...
         # Only dumps: the size of what Beam itself pickles into each task.
@@ -540,7 +532,7 @@ def _carries_data(source: Any) -> bool:
 
 
 def _chunked(source: Any) -> bool:
-    return any(isinstance(s, ChunkedRows) for s in _layers(source))
+    return any(isinstance(s, ChunkedRows) for s in layers(source))
 
 
 class _Spooler:

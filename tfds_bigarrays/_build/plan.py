@@ -20,6 +20,7 @@ from tfds_bigarrays._build.sources import (
     ArraySource,
     ClassLabelSource,
     RowRangeSource,
+    layers,
     open_source,
 )
 from tfds_bigarrays._errors import TfdsBigarraysError
@@ -169,10 +170,10 @@ def _check_no_overlap(plans: Mapping[str, SplitPlan]) -> None:
     uses: dict[str, list[tuple[str, str, int, int, bool]]] = {}
     for split in plans.values():
         for feature, source in split.sources.items():
-            while isinstance(source, ClassLabelSource):
-                source = source.inner  # a label's rows are its source's rows
-            if isinstance(source, RowRangeSource):
-                key, a, b, ranged = source.inner.description, source.start, source.stop, True
+            # Through a label's wrapper: its rows are its source's rows.
+            part = next((s for s in layers(source) if isinstance(s, RowRangeSource)), None)
+            if part is not None:
+                key, a, b, ranged = part.inner.description, part.start, part.stop, True
             else:
                 key, a, b, ranged = source.description, 0, len(source), False
             uses.setdefault(key, []).append((split.name, feature, a, b, ranged))

@@ -814,6 +814,14 @@ def _bound(text: str | None, n: int, *, default: int, where: str) -> int:
     return value + n if value < 0 else value
 
 
+def layers(source: Any) -> list[Any]:
+    """A source and the sources it wraps (row ranges, class labels), outermost first."""
+    out = [source]
+    while (source := getattr(source, "inner", None)) is not None:
+        out.append(source)
+    return out
+
+
 class RowRangeSource(_Described):
     """Rows `[start, stop)` of another source: `x.npy[:90%]`, `x.npy[1000:]`."""
 

@@ -130,7 +130,7 @@ def test_bad_zarr_input_is_named_and_leaves_nothing(tmp_path):
         ({"x": f"{g}:/images"}, "is a group, not an array; it holds arrays ['images/x']"),
         ({"x": f"{g}:/nope"}, "no such Zarr array (GroupNotFoundError); the store holds arrays"),
         ({"x": f"{g}:/images/x", "y": f"{g}:/labels"}, "features have different numbers of examples: x=10"),
-        ({"x": f"{g}:/names"}, "holds StringDType() values (strings or objects)"),
+        ({"x": f"{g}:/names"}, "dtype=StringDType() holds variable-width strings, which cannot be stored"),
         ({"x": str(tmp_path / "missing.zarr")}, "missing.zarr': no such file"),
     ]  # fmt: skip
     for splits, message in cases:

@@ -601,7 +601,6 @@ class ZarrSource(ChunkedRows):
 
     def __init__(self, array: Any, *, feature: str, description: str, reopen=None):
         where = f"{feature}={description!r}"
-        _check_not_objects(array.dtype, where=where)
         self._spec = _spec_from(array.dtype, tuple(array.shape), where=where)
         self._array = array
         self._reopen = reopen  # (store path, array path): how a worker reopens it
@@ -673,14 +672,6 @@ class ZarrSource(ChunkedRows):
             self._array = array
 
 
-def _check_not_objects(dtype: Any, *, where: str) -> None:
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.kind in "OUSVT":
-        raise SourceError(
-            f"{where} holds {dtype} values (strings or objects), which cannot be stored "
-            "as tensors. Convert it to a fixed-width numeric or bool dtype first."
-        )
-
-
 def is_dask_array(value: Any) -> bool:
     """A `dask.array.Array` (checked without importing dask)."""
     return type(value).__module__.startswith("dask.array") and hasattr(value, "chunks")
@@ -700,7 +691,6 @@ class DaskArraySource(ChunkedRows):
                 f"{where} has unknown chunk sizes {array.shape}; call "
                 "array.compute_chunk_sizes() first."
             )
-        _check_not_objects(array.dtype, where=where)
         self._spec = _spec_from(array.dtype, tuple(int(d) for d in array.shape), where=where)
         self._array = array
         self._bounds = np.cumsum([0, *array.chunks[0]])

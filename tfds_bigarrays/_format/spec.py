@@ -22,6 +22,7 @@ _KIND_NAMES = {
     "S": "byte strings",
     "U": "unicode strings",
     "V": "structured or void records",
+    "T": "variable-width strings",  # numpy's StringDType (Zarr 3 string arrays)
     "M": "datetimes",
     "m": "timedeltas",
 }

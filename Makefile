@@ -9,6 +9,16 @@ DEMO_GB ?= 1.0
 DEMO_DIR ?= demo_data
 PYTEST_ARGS ?=
 TF_PIN := $(shell grep -o 'tensorflow==[0-9.]*' setup.cfg)
+EXTRAS := beam,hdf5,zarr,grain,torch,jax,test,dev
+PIP := $(BIN)/python -m pip
+# A registry connection can drop in the middle of a download (a CI run once lost
+# the 572 MB TensorFlow wheel at 43 MB): pip resumes each download many times,
+# and each install step is tried again whole, up to 4 times, before make fails.
+export PIP_RESUME_RETRIES ?= 50
+export PIP_RETRIES ?= 10
+retry = for attempt in 1 2 3 4; do $(1) && break; \
+	if [ $$attempt = 4 ]; then exit 1; fi; \
+	echo "make: install step failed (attempt $$attempt of 4), retrying in 15 s" >&2; sleep 15; done
 
 .PHONY: install demo test lint format clean bench
 
@@ -17,11 +27,11 @@ install: $(STAMP)
 $(STAMP): setup.cfg setup.py pyproject.toml tfds_bigarrays/_read/core.cc tfds_bigarrays/_read/core.h \
 		tfds_bigarrays/_read/op.cc tfds_bigarrays/_read/build.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(call retry,$(PIP) install --upgrade pip setuptools wheel)
 	# The op is compiled against TensorFlow at install: install it first (the
 	# pin of setup.cfg) and build in this venv rather than in an isolated copy.
-	$(BIN)/python -m pip install '$(TF_PIN)'
-	$(BIN)/python -m pip install --no-build-isolation -e '.[beam,hdf5,zarr,grain,torch,jax,test,dev]'
+	$(call retry,$(PIP) install '$(TF_PIN)')
+	$(call retry,$(PIP) install --no-build-isolation -e '.[$(EXTRAS)]')
 	touch $(STAMP)
 
 demo: install

@@ -64,10 +64,12 @@ def row_order_twin(seed: int, group: int, n: int) -> list[int]:
     return out
 
 
-def epoch_twin(num_rows, block_rows, group_blocks, seed) -> list[np.ndarray]:
+def epoch_twin(num_rows, block_rows, group_blocks, seed, window_groups=1) -> list[np.ndarray]:
     """Split rows of each group of a shuffled epoch, in output order."""
     num_blocks = -(-num_rows // block_rows)
     full = num_rows // block_rows
+    if window_groups > 1:
+        return dealt_twin(num_rows, block_rows, group_blocks, seed, window_groups)
     groups = []
     for g in range(-(-num_blocks // group_blocks)):
         positions = np.arange(g * group_blocks, min((g + 1) * group_blocks, num_blocks))
@@ -82,6 +84,28 @@ def epoch_twin(num_rows, block_rows, group_blocks, seed) -> list[np.ndarray]:
         out = np.empty_like(rows)
         out[dest] = rows
         groups.append(out)
+    return groups
+
+
+def dealt_twin(num_rows, block_rows, group_blocks, seed, window_groups) -> list[np.ndarray]:
+    """Groups when windows of `window_groups` groups deal their rows (core.cc's Dealt)."""
+    full = num_rows // block_rows
+    # Epoch position e holds row e % block_rows of the block at position e // block_rows.
+    e = np.arange(num_rows)
+    p = e // block_rows
+    block = p.copy()
+    if full >= 2:
+        inside = p < full
+        block[inside] = Permutation(n=full, seed=seed)(p[inside])
+    row_at = block * block_rows + e % block_rows
+    rows = block_rows * group_blocks
+    window_rows = window_groups * rows
+    groups = []
+    for first in range(0, num_rows, window_rows):
+        size = min(num_rows, first + window_rows) - first
+        key = _mix(_mix(seed) ^ (first // window_rows + 1))
+        slots = first + Permutation(n=size, seed=key)(np.arange(size))
+        groups += [row_at[slots[s : s + rows]] for s in range(0, size, rows)]
     return groups
 
 
@@ -126,11 +150,14 @@ def test_groups_in_stored_order_match_the_codec(mixed, mapped, block_rows, split
 
 @pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("seed", [0, 99, 2**63 + 5])
-def test_shuffled_groups_follow_the_block_permutation_and_row_order(mixed, mapped, seed):
+@pytest.mark.parametrize("window", [1, 4, 100])
+def test_shuffled_groups_follow_the_block_permutation_and_row_order(mixed, mapped, seed, window):
     builder, _ = mixed
     want = oracle(builder)
-    r = reader(builder, block_rows=5, group_blocks=3, shuffle=True, mapped=mapped)
-    twin = epoch_twin(r.num_rows, 5, 3, seed & ((1 << 63) - 1))
+    r = reader(
+        builder, block_rows=5, group_blocks=3, window_groups=window, shuffle=True, mapped=mapped
+    )
+    twin = epoch_twin(r.num_rows, 5, 3, seed & ((1 << 63) - 1), window)
     assert len(twin) == r.num_groups
     for g, rows in enumerate(twin):
         _equal(r.read_group(g, seed), {k: v[rows] for k, v in want.items()})

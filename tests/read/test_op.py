@@ -28,6 +28,7 @@ def _attrs(builder, split="train", **kwargs):
         verify=kwargs.get("verify", True),
         block_rows=kwargs.get("block_rows", 1),
         group_blocks=kwargs.get("group_blocks", 1),
+        window_groups=kwargs.get("window_groups", 1),
         shuffle=kwargs.get("shuffle", False),
         lookahead=kwargs.get("lookahead", 0),
         mapped=kwargs.get("mapped", False),
@@ -55,10 +56,18 @@ def test_the_op_is_built_and_loads():
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("verify", [False, True])
 @pytest.mark.parametrize("split", ["train", "train[7:200]"])
-def test_op_reads_what_the_numpy_binding_reads(mixed, shuffle, verify, split, mapped):  # noqa: F811
+@pytest.mark.parametrize("window", [1, 4])
+def test_op_reads_what_the_numpy_binding_reads(mixed, shuffle, verify, split, mapped, window):  # noqa: F811
     builder, _ = mixed
     r, attrs = _attrs(
-        builder, split, block_rows=5, group_blocks=3, shuffle=shuffle, verify=verify, mapped=mapped
+        builder,
+        split,
+        block_rows=5,
+        group_blocks=3,
+        window_groups=window,
+        shuffle=shuffle,
+        verify=verify,
+        mapped=mapped,
     )
     for group in range(r.num_groups):
         want = r.read_group(group, 99)

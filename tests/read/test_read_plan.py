@@ -1,11 +1,14 @@
 """Read planning, pure Python: budgets, pieces, shares, shard checks, access."""
 
+import numpy as np
 import pytest
+from test_core import epoch_twin
 
 from tfds_bigarrays._read.plan import (
     EXACT_BATCH_BYTES,
     GROUP_MIN_BYTES,
     MIN_MEMORY_BUDGET,
+    MIX_WINDOW_BYTES,
     RANDOM_BLOCK_BYTES,
     ReadError,
     ShardRead,
@@ -137,12 +140,40 @@ def test_group_plan_is_stable():
     # 4 MiB batches: one batch per group, no rebatching.
     image = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2)
     assert (image.block_rows, image.group_blocks, image.exact_batches) == (4, 64, True)
-    assert (image.parallel_reads, image.prefetch_batches, image.lookahead_groups) == (2, 1, 15)
+    assert (image.parallel_reads, image.prefetch_batches, image.lookahead_groups) == (2, 1, 46)
+    assert image.window_groups == 31  # 124 MiB of rows dealt among 31 batches
     huge = plan_groups(frame_bytes=16_438, num_examples=20_000, batch_rows=1024, cores=2)
     assert (huge.block_rows, huge.group_blocks, huge.exact_batches) == (4, 256, True)
+    assert huge.window_groups == 7
     small = plan_groups(frame_bytes=150, num_examples=10**6, batch_rows=256, cores=2)
     assert (small.block_rows, small.group_blocks, small.exact_batches) == (873, 16, False)
     assert (small.parallel_reads, small.prefetch_batches, small.lookahead_groups) == (2, 4, 32)
+    assert small.window_groups == 1  # a group of 13,968 rows already mixes its blocks
+    big = plan_groups(frame_bytes=65_566, num_examples=20_000, batch_rows=256, cores=2)
+    assert (big.block_rows, big.window_groups) == (1, 1)  # a block is a row: nothing to deal
+
+
+def neighbours(groups: list[np.ndarray], batch: int) -> float:
+    """Share of rows stored side by side that land in one batch."""
+    order = np.concatenate(groups)
+    batch_of = np.empty(len(order), np.int64)
+    batch_of[order] = np.arange(len(order)) // batch
+    return float(np.mean(batch_of[1:] == batch_of[:-1]))
+
+
+# Frames of rows from 32 bytes to 128 KiB (a frame adds its record's framing).
+@pytest.mark.parametrize("frame", [64, 150, 540, 1_054, 3_100, 4_126, 16_438, 32_800, 131_102])
+def test_stored_neighbours_rarely_share_a_batch_at_every_row_size(frame):
+    # tf.data's shuffle(3000) in memory puts about 0.04 of them in one batch;
+    # a uniform shuffle of n rows 256 / n.
+    n = 200_000
+    plan = plan_groups(frame_bytes=frame, num_examples=n, batch_rows=256, cores=2)
+    groups = epoch_twin(n, plan.block_rows, plan.group_blocks, 7, plan.window_groups)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(n))
+    if plan.window_groups > 1:
+        assert plan.window_groups * plan.group_rows * frame <= MIX_WINDOW_BYTES
+        assert plan.lookahead_groups > plan.window_groups
+    assert neighbours(groups, 256) <= 0.04, plan
 
 
 def test_group_plan_refuses_a_tiny_budget():

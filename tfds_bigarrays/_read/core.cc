@@ -980,7 +980,7 @@ struct tbr_reader {
   std::vector<File> files;
   std::vector<int64_t> file_of_read, skips, starts;  // starts: one longer than reads
   std::vector<std::string> read_names;
-  int64_t block_rows = 1, group_blocks = 1, lookahead = 0;
+  int64_t block_rows = 1, group_blocks = 1, window_groups = 1, lookahead = 0;
   int64_t num_rows = 0, num_blocks = 0, num_groups = 0;
   bool shuffle = false, mapped = false;
   // Whether the shards seem to be on disk rather than in the page cache (the
@@ -991,6 +991,8 @@ struct tbr_reader {
 
   std::vector<int64_t> Blocks(int64_t group, uint64_t seed) const;
   std::vector<Run> Runs(const std::vector<int64_t>& blocks) const;
+  std::vector<Run> RunsOfRows(const int64_t* sorted, int64_t n) const;
+  std::vector<Run> Dealt(int64_t group, uint64_t seed, int64_t n, int64_t* dest) const;
   bool ReadRuns(const std::vector<Run>& runs, const Job& job, Error* error);
   double Advise(const std::vector<Run>& runs);
   bool Read(const std::vector<Run>& runs, int64_t n, const int64_t* dest, uint8_t* const* outs,
@@ -1028,6 +1030,54 @@ std::vector<Run> tbr_reader::Runs(const std::vector<int64_t>& blocks) const {
     }
   }
   return runs;
+}
+
+// Runs of split rows given in ascending order; adjacent rows of one read merge.
+std::vector<Run> tbr_reader::RunsOfRows(const int64_t* sorted, int64_t n) const {
+  std::vector<Run> runs;
+  for (int64_t k = 0; k < n; k++) {
+    const int64_t row = sorted[k];
+    const int64_t r = std::upper_bound(starts.begin(), starts.end(), row) - starts.begin() - 1;
+    const int64_t frame = row - starts[r] + skips[r];
+    if (!runs.empty() && runs.back().read == r && runs.back().frame + runs.back().count == frame) {
+      runs.back().count++;
+    } else {
+      runs.push_back({r, frame, 1});
+    }
+  }
+  return runs;
+}
+
+// A shuffled group when windows deal rows: epoch positions are cut into
+// windows of `window_groups` groups' rows; slot s of a window holds the
+// window's position Feistel(s) (keyed by seed and window), position e holds
+// row e % block_rows of the block at e / block_rows (as in Blocks), and a
+// group takes its slots in order. Rows of one block are thus spread over the
+// window's groups, while the disk still reads whole blocks (they are
+// announced, a window ahead, by the look-ahead of Blocks).
+std::vector<Run> tbr_reader::Dealt(int64_t group, uint64_t seed, int64_t n, int64_t* dest) const {
+  const int64_t rows = block_rows * group_blocks;
+  const int64_t window = group / window_groups;
+  const int64_t first = window * window_groups * rows;
+  const int64_t size = std::min(num_rows, first + window_groups * rows) - first;
+  const Feistel deal(static_cast<uint64_t>(size), Mix64(Mix64(seed) ^ static_cast<uint64_t>(window + 1)));
+  const int64_t full = num_rows / block_rows;
+  const Feistel perm(static_cast<uint64_t>(std::max<int64_t>(full, 1)), seed);
+  const int64_t slot0 = group * rows - first;
+  std::vector<std::pair<int64_t, int64_t>> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; i++) {
+    const int64_t e = first + static_cast<int64_t>(deal(static_cast<uint64_t>(slot0 + i)));
+    const int64_t p = e / block_rows;
+    const int64_t b = full >= 2 && p < full ? static_cast<int64_t>(perm(static_cast<uint64_t>(p))) : p;
+    order[i] = {b * block_rows + e % block_rows, i};
+  }
+  std::sort(order.begin(), order.end());
+  std::vector<int64_t> sorted(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; i++) {
+    sorted[i] = order[i].first;
+    dest[i] = order[i].second;
+  }
+  return RunsOfRows(sorted.data(), n);
 }
 
 bool tbr_reader::ReadRuns(const std::vector<Run>& runs, const Job& job, Error* error) {
@@ -1203,12 +1253,14 @@ tbr_reader* tbr_reader_new(const tbr_reader_config* c, char* err, size_t errlen)
       return nullptr;
     }
     if (c->n_reads < 0 || c->block_rows < 1 || c->group_blocks < 1 || c->lookahead < 0 ||
-        c->block_rows > kMaxRows || c->group_blocks > (int64_t{1} << 31) / c->block_rows) {
+        c->block_rows > kMaxRows || c->group_blocks > (int64_t{1} << 31) / c->block_rows ||
+        c->window_groups < 1 || c->window_groups > kMaxRows / (c->block_rows * c->group_blocks)) {
       Fill(err, errlen, "tfds_bigarrays read core: malformed reader (blocks or groups)");
       return nullptr;
     }
     reader->block_rows = c->block_rows;
     reader->group_blocks = c->group_blocks;
+    reader->window_groups = c->window_groups;
     reader->lookahead = c->lookahead;
     reader->shuffle = c->shuffle != 0;
     reader->mapped = c->mapped != 0;
@@ -1281,13 +1333,18 @@ int tbr_read_group(tbr_reader* reader, int64_t group, uint64_t seed, uint8_t* co
         reader->cold = per_run > kColdHintSeconds || reader->slow_read.load();
       }
     }
-    const std::vector<Run> runs = reader->Runs(reader->Blocks(group, seed));
     const int64_t n = tbr_group_rows(reader, group);
     std::vector<int64_t> dest(static_cast<size_t>(n));
-    if (reader->shuffle) {
-      RowOrder(seed, static_cast<uint64_t>(group), n, dest.data());
+    std::vector<Run> runs;
+    if (reader->shuffle && reader->window_groups > 1) {
+      runs = reader->Dealt(group, seed, n, dest.data());
     } else {
-      for (int64_t i = 0; i < n; i++) dest[i] = i;
+      runs = reader->Runs(reader->Blocks(group, seed));
+      if (reader->shuffle) {
+        RowOrder(seed, static_cast<uint64_t>(group), n, dest.data());
+      } else {
+        for (int64_t i = 0; i < n; i++) dest[i] = i;
+      }
     }
     Error error;
     if (!reader->Read(runs, n, dest.data(), outs, &error)) {
@@ -1316,20 +1373,10 @@ int tbr_read_rows(tbr_reader* reader, int64_t n, const int64_t* rows, uint8_t* c
     }
     std::stable_sort(order.begin(), order.end(),
                      [&](int64_t a, int64_t b) { return rows[a] < rows[b]; });
-    std::vector<Run> runs;
-    std::vector<int64_t> dest(static_cast<size_t>(n));
-    for (int64_t k = 0; k < n; k++) {
-      const int64_t row = rows[order[k]];
-      const int64_t r =
-          std::upper_bound(reader->starts.begin(), reader->starts.end(), row) - reader->starts.begin() - 1;
-      const int64_t frame = row - reader->starts[r] + reader->skips[r];
-      dest[k] = order[k];
-      if (!runs.empty() && runs.back().read == r && runs.back().frame + runs.back().count == frame) {
-        runs.back().count++;
-      } else {
-        runs.push_back({r, frame, 1});
-      }
-    }
+    std::vector<int64_t> sorted(static_cast<size_t>(n));
+    for (int64_t k = 0; k < n; k++) sorted[k] = rows[order[k]];
+    const std::vector<Run> runs = reader->RunsOfRows(sorted.data(), n);
+    const std::vector<int64_t>& dest = order;
     Error error;
     if (!reader->Read(runs, n, dest.data(), outs, &error)) {
       Fill(err, errlen, error.message);

@@ -63,6 +63,10 @@ typedef struct {
   const int64_t *identities;
   int64_t block_rows;   /* rows of a block: the unit of the epoch permutation */
   int64_t group_blocks; /* blocks read by one call */
+  /* Shuffled reads: the rows of this many consecutive groups' blocks (a
+     window) are dealt among those groups, so that rows stored side by side
+     land in different groups. 1: a group reads whole blocks. */
+  int64_t window_groups;
   int shuffle;          /* permute blocks and rows by the epoch seed */
   int64_t lookahead;    /* while reads wait for the disk, announce this many groups ahead */
   int mapped;           /* memory-map shards, kept across readers, instead of pread */

@@ -70,6 +70,7 @@ class _ReaderConfig(ctypes.Structure):
         ("identities", _I64),
         ("block_rows", ctypes.c_int64),
         ("group_blocks", ctypes.c_int64),
+        ("window_groups", ctypes.c_int64),
         ("shuffle", ctypes.c_int),
         ("lookahead", ctypes.c_int64),
         ("mapped", ctypes.c_int),
@@ -194,6 +195,7 @@ class _ReaderArgs:
     codec: RecordCodec
     block_rows: int
     group_blocks: int
+    window_groups: int
     shuffle: bool
     verify: bool
     lookahead: int
@@ -207,7 +209,8 @@ class Reader:
     Args:
       reads: the split's shard reads, in order.
       codec: the records' codec.
-      block_rows, group_blocks: the plan's blocks and groups (`plan_groups`).
+      block_rows, group_blocks, window_groups: the plan's blocks, groups and
+        windows (`plan_groups`).
       shuffle: permute blocks and rows by the epoch seed.
       verify: check every record's CRC32C.
       lookahead: groups ahead announced to the kernel while reads are cold.
@@ -226,6 +229,7 @@ class Reader:
         *,
         block_rows: int = 1,
         group_blocks: int = 1,
+        window_groups: int = 1,
         shuffle: bool = False,
         verify: bool = True,
         lookahead: int = 0,
@@ -239,6 +243,7 @@ class Reader:
             codec=codec,
             block_rows=block_rows,
             group_blocks=group_blocks,
+            window_groups=window_groups,
             shuffle=shuffle,
             verify=verify,
             lookahead=lookahead,
@@ -263,6 +268,7 @@ class Reader:
             identities=_ptr(ids, _I64) if a.reads else None,
             block_rows=a.block_rows,
             group_blocks=a.group_blocks,
+            window_groups=a.window_groups,
             shuffle=int(a.shuffle),
             lookahead=a.lookahead,
             mapped=int(a.mapped),

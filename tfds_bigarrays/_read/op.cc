@@ -66,6 +66,7 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     .Attr("identities: list(int)")
     .Attr("block_rows: int")
     .Attr("group_blocks: int")
+    .Attr("window_groups: int")
     .Attr("shuffle: bool")
     .Attr("lookahead: int")
     .Attr("mapped: bool")
@@ -171,7 +172,8 @@ class ReadGroupOp : public OpKernel {
  public:
   explicit ReadGroupOp(OpKernelConstruction* c) : OpKernel(c) {
     std::vector<std::string> names;
-    std::vector<int64_t> skips, takes, identities, block_rows(1), group_blocks(1), lookahead(1);
+    std::vector<int64_t> skips, takes, identities, block_rows(1), group_blocks(1), window_groups(1),
+        lookahead(1);
     bool shuffle = false, mapped = false;
     OP_REQUIRES_OK(c, layout_.Read(c));
     OP_REQUIRES_OK(c, c->GetAttr("filenames", &names));
@@ -180,6 +182,7 @@ class ReadGroupOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("identities", &identities));
     OP_REQUIRES_OK(c, c->GetAttr("block_rows", &block_rows[0]));
     OP_REQUIRES_OK(c, c->GetAttr("group_blocks", &group_blocks[0]));
+    OP_REQUIRES_OK(c, c->GetAttr("window_groups", &window_groups[0]));
     OP_REQUIRES_OK(c, c->GetAttr("lookahead", &lookahead[0]));
     OP_REQUIRES_OK(c, c->GetAttr("shuffle", &shuffle));
     OP_REQUIRES_OK(c, c->GetAttr("mapped", &mapped));
@@ -197,6 +200,7 @@ class ReadGroupOp : public OpKernel {
                                       identities.data(),
                                       block_rows[0],
                                       group_blocks[0],
+                                      window_groups[0],
                                       shuffle ? 1 : 0,
                                       lookahead[0],
                                       mapped ? 1 : 0};

@@ -67,6 +67,7 @@ def random_groups(plan: ReadPlan, *, seed: int | None, reshuffle: bool) -> tf.da
         verify=plan.verify,
         block_rows=plan.groups.block_rows,
         group_blocks=plan.groups.group_blocks,
+        window_groups=plan.groups.window_groups,
         shuffle=plan.shuffle,
         lookahead=plan.groups.lookahead_groups,
         mapped=plan.access == "mapped",

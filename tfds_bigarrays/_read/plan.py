@@ -39,6 +39,8 @@ RANDOM_BLOCK_BYTES = 128 * 1024  # rows of one pread, the unit of the permutatio
 MAX_PARALLEL_READS = 4  # groups read at once (and no more than the cores)
 PREFETCH_BYTES = 8 * MiB  # batches prefetched at the end
 LOOKAHEAD_BYTES = 64 * MiB  # page cache announced ahead of cold reads
+MIX_NEIGHBOURS = 0.02  # aimed share of rows stored side by side that share a batch
+MIX_WINDOW_BYTES = 128 * MiB  # most rows dealt among groups (held by the page cache)
 
 ACCESS_PATHS = ("random", "mapped", "sequential")
 
@@ -318,6 +320,10 @@ class GroupPlan:
       block_rows: consecutive rows read with one pread; blocks are the unit
         of the epoch permutation (rows of a group are then permuted too).
       group_blocks: blocks read and decoded by one call.
+      window_groups: shuffled reads deal the rows of this many consecutive
+        groups' blocks among those groups (1: a group reads whole blocks), so
+        that rows stored side by side rarely share a batch although the disk
+        reads whole blocks.
       exact_batches: every group is exactly one batch (the last may be
         short), so no rebatching is needed.
       parallel_reads: groups read at once.
@@ -329,6 +335,7 @@ class GroupPlan:
 
     block_rows: int
     group_blocks: int
+    window_groups: int
     exact_batches: bool
     parallel_reads: int
     prefetch_batches: int
@@ -365,6 +372,12 @@ def plan_groups(
     `GROUP_MIN_BYTES` and `GROUP_BLOCKS` blocks, and is rebatched. There is
     no shuffle buffer: the budget bounds the groups in flight (see
     `GroupPlan.bytes_bound`), down to one read and one prefetch.
+
+    Two rows stored side by side share a block with odds (b - 1) / b for
+    blocks of b rows; a window of k groups of g rows then puts them in one
+    batch of B rows with odds about B / (k g). The window is as large as
+    `MIX_NEIGHBOURS` asks, within `MIX_WINDOW_BYTES`: its blocks sit in the
+    page cache, announced a window ahead, while its groups are read.
     """
     check_budget(budget)
     if batch_rows * frame_bytes >= EXACT_BATCH_BYTES:
@@ -383,10 +396,18 @@ def plan_groups(
     parallel = max(1, min(cores or os.cpu_count() or 1, MAX_PARALLEL_READS, slots // 2))
     # Parallel reads already hide most jitter; big batches prefetch little.
     prefetch = max(1, min(4, slots - parallel, PREFETCH_BYTES // max(1, group_bytes)))
+    group_rows = block * group_blocks
+    together = (block - 1) / block * min(batch_rows, group_rows) / group_rows
+    window = math.ceil(together / MIX_NEIGHBOURS - 1e-9)
+    num_groups = -(-num_examples // group_rows)
+    window = max(1, min(window, MIX_WINDOW_BYTES // max(1, group_bytes), num_groups))
     lookahead = max(parallel, min(64, LOOKAHEAD_BYTES // max(1, group_bytes)))
+    if window > 1:
+        lookahead += window  # a window's blocks are announced before its first group
     return GroupPlan(
         block_rows=block,
         group_blocks=group_blocks,
+        window_groups=window,
         exact_batches=exact,
         parallel_reads=parallel,
         prefetch_batches=prefetch,

@@ -112,6 +112,33 @@ def write_npy_chunked(
     del out
 
 
+def read_files(paths, *, buffer_bytes: int = 16 << 20) -> int:
+    """Reads files front to back in big unbuffered reads; returns the bytes read.
+
+    After the page cache is dropped, this is the cold sequential bandwidth
+    the readers are compared with.
+    """
+    nbytes = 0
+    buffer = bytearray(buffer_bytes)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buffer):
+                nbytes += n
+    return nbytes
+
+
+def memcpy_bytes_per_s(nbytes: int = 256 << 20, repeats: int = 5) -> float:
+    """One core's memcpy bandwidth: the best of `repeats` copies of `nbytes`."""
+    src = np.ones(nbytes, np.uint8)
+    dst = np.empty_like(src)  # touched by the first copy, timed in the others
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return nbytes / best
+
+
 def write_report(directory, filename: str, text: str) -> None:
     """Writes a benchmark's markdown table under `directory` and prints it."""
     import pathlib

@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _common import emit, write_npy_chunked, write_report  # noqa: E402
+from _common import emit, read_files, write_npy_chunked, write_report  # noqa: E402
 from read_throughput import BATCH, drop_page_cache, seed_dataset, write_seed_tfrecords  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve()
@@ -154,12 +154,7 @@ def child(args) -> None:
     read_before = _io_read_bytes()
     start = time.perf_counter()
     if args.contender == "cold-sequential":
-        examples, nbytes = 0, 0
-        buffer = bytearray(16 << 20)
-        for path in shard_files(work):
-            with open(path, "rb", buffering=0) as f:
-                while n := f.readinto(buffer):
-                    nbytes += n
+        nbytes = read_files(shard_files(work))
         examples = nbytes // ROW_BYTES  # for the table only: this reader decodes nothing
     elif args.contender == "memmap":
         x = np.load(work / "x.npy", mmap_mode="r")

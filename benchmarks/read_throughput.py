@@ -20,9 +20,14 @@ Contenders, each in a fresh process (so peak RSS is its own), batch 256:
              CRC32 instruction instead of AVX-512 folding (what the folding
              earns; the same as ours on CPUs without AVX-512)
 
-Row kinds: 32 float32 ("small") and 64x64 float32 ("image"). Then peak RSS of
-one epoch streaming a 1 GB and a 4 GB dataset, ours and seed, and the speed
-of one epoch read from disk (the page cache dropped first; needs root).
+Row kinds: 32 float32 ("small", 128 B), 32x32 ("medium", 4 KiB), 64x64
+("image", 16 KiB), 128x128 ("big", 64 KiB) and 256x128 float32 ("huge", 128
+KiB). Beside examples/s, each row gives the bytes/s as a share of one core's
+memcpy bandwidth, measured in the same run, and the CPU time per byte over
+memcpy's (the physical limits in the page cache). Then peak RSS of one epoch
+streaming a 1 GB and a 4 GB dataset, ours and seed, and the speed of one
+epoch read from disk (the page cache dropped first; needs root), beside a
+cold sequential read of the same shard files.
 
     .venv/bin/python benchmarks/read_throughput.py            # full run, writes docs/
     .venv/bin/python benchmarks/read_throughput.py --quick    # smaller, no 4 GB
@@ -45,7 +50,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _common import (  # noqa: E402
     emit,
     measure_epochs,
+    memcpy_bytes_per_s,
     peak_rss_bytes,
+    read_files,
     run_child,
     write_npy_chunked,
     write_report,
@@ -53,7 +60,15 @@ from _common import (  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve()
 ROOT = HERE.parent.parent
-KINDS = {"small": (32,), "image": (64, 64)}
+KINDS = {
+    "small": (32,),
+    "medium": (32, 32),
+    "image": (64, 64),
+    "big": (128, 128),
+    "huge": (256, 128),
+}
+# Rows of each kind in a full run: 330-660 MB of arrays, held by in-memory.
+ROWS = {"small": 1_000_000, "medium": 80_000, "image": 20_000, "big": 10_000, "huge": 5_000}
 BATCH = 256
 CONTENDERS = (
     "in-memory",
@@ -212,8 +227,9 @@ def chart(rows: list[dict], scale: list[dict], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, kind in zip(axes[:2], KINDS, strict=True):
+    kinds = [k for k in KINDS if any(r["kind"] == k for r in rows)]
+    fig, axes = plt.subplots(1, len(kinds) + 1, figsize=(5 * (len(kinds) + 1), 4.2))
+    for ax, kind in zip(axes[:-1], kinds, strict=True):
         sub = [r for r in rows if r["kind"] == kind]
         base = next(r["examples_per_s"] for r in sub if r["contender"] == "in-memory")
         ax.bar(
@@ -223,7 +239,7 @@ def chart(rows: list[dict], scale: list[dict], path: pathlib.Path) -> None:
         )
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.tick_params(axis="x", labelrotation=15)
-        ax.set_title(f"rows of {'x'.join(map(str, KINDS[kind]))} float32: examples/s vs in-memory")
+        ax.set_title(f"{'x'.join(map(str, KINDS[kind]))} float32: examples/s vs in-memory")
         for i, r in enumerate(sub):
             ax.text(
                 i,
@@ -233,7 +249,7 @@ def chart(rows: list[dict], scale: list[dict], path: pathlib.Path) -> None:
                 va="bottom",
                 fontsize=8,
             )
-    ax = axes[2]
+    ax = axes[-1]
     labels = [f"{s['contender']} {s['gb']:g} GB" for s in scale]
     ax.bar(labels, [s["peak_rss"] / 1e9 for s in scale], color="#6a6")
     ax.set_ylabel("peak RSS, GB")
@@ -307,6 +323,9 @@ def main() -> None:
         default=",".join(CONTENDERS),
         help="comma-separated subset to run (default: all); in-memory is always run",
     )
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="comma-separated row kinds (default: all)"
+    )
     parser.add_argument("--workdir", default="/tmp/tfds_bigarrays_bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, no 4 GB run")
     parser.add_argument("--out", default=str(ROOT / "docs"))
@@ -317,10 +336,16 @@ def main() -> None:
 
     work = pathlib.Path(args.workdir)
     scale_factor = 0.25 if args.quick else 1.0
-    rows = {"small": int(1_000_000 * scale_factor), "image": int(20_000 * scale_factor)}
+    rows = {kind: int(n * scale_factor) for kind, n in ROWS.items()}
+    kinds = args.kinds.split(",")
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"--kinds {','.join(unknown)}: not a row kind; use some of {','.join(KINDS)}")
+    memcpy = memcpy_bytes_per_s()
+    print(f"memcpy, one core: {memcpy / 1e9:.2f} GB/s", flush=True)
     results = []
     contenders = ["in-memory", *(c for c in args.contenders.split(",") if c != "in-memory")]
-    for kind in KINDS:
+    for kind in kinds:
         print(f"preparing {kind} ({rows[kind]:,} rows)", flush=True)
         prepare(work, kind, rows[kind], stock=True)
         # Contenders take turns, round after round, so that a slow spell of
@@ -355,11 +380,21 @@ def main() -> None:
 
     scale = []
     for gb in (1, 4) if not args.quick else (0.25, 1):
+        if "image" not in kinds:
+            break
         kind = f"stream{gb:g}".replace(".", "_")
         KINDS_ROWS = int(gb * 1e9 / (64 * 64 * 4))
         KINDS[kind] = (64, 64)
         print(f"preparing {kind} ({KINDS_ROWS:,} rows)", flush=True)
         prepare(work, kind, KINDS_ROWS, stock=False)
+        # The limit from disk: the same shard files read front to back, cold.
+        sequential = None
+        if drop_page_cache():
+            shards = sorted(
+                glob.glob(str(work / kind / "ours" / "**" / "*.tfrecord-*"), recursive=True)
+            )
+            start = time.perf_counter()
+            sequential = read_files(shards) / (time.perf_counter() - start)
         for contender in ("seed", "ours"):
             r = measure(contender, kind, work, epochs=1, seconds=0)
             # Then one epoch from disk: the case of arrays bigger than RAM.
@@ -369,6 +404,7 @@ def main() -> None:
                 gb=gb,
                 contender=contender,
                 cold_examples_per_s=c["examples_per_s"] if cold else None,
+                cold_sequential_bytes_per_s=sequential,
             )
             scale.append(r)
             print(
@@ -382,56 +418,76 @@ def main() -> None:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = [
+        f"One core's memcpy in this run: {memcpy / 1e9:.2f} GB/s. *Of memcpy*: the rows' bytes "
+        "per second over that bandwidth; *CPU / memcpy*: CPU time per byte (all threads) over "
+        "memcpy's.",
+        "",
         "| rows | contender | examples/s (median) | vs in-memory | vs seed | "
-        "vs in-memory, each round | CPU us/example | peak RSS |",
-        "|---|---|---:|---:|---:|---|---:|---:|",
+        "vs in-memory, each round | CPU us/example | GB/s | of memcpy | CPU / memcpy | peak RSS |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for kind in KINDS:
+    for kind in kinds:
         sub = {r["contender"]: r for r in results if r["kind"] == kind}
-        mem, seed = sub["in-memory"]["examples_per_s"], sub["seed"]["examples_per_s"]
+        mem = sub["in-memory"]["examples_per_s"]
+        seed = sub["seed"]["examples_per_s"] if "seed" in sub else float("nan")
+        row_bytes = int(np.prod(KINDS[kind])) * 4 + 4  # x and its float32 label
         for name, r in sub.items():
             each = ", ".join(f"{x:.2f}" for x in r["round_ratios"])
+            rate = r["examples_per_s"] * row_bytes
+            cpu_per_byte = r["cpu_us_per_example"] * 1e-6 / row_bytes
             lines.append(
                 f"| {'x'.join(map(str, KINDS[kind]))} float32 | {name} | "
                 f"{r['examples_per_s']:,.0f} | {r['examples_per_s'] / mem:.2f}x | "
                 f"{r['examples_per_s'] / seed:.2f}x | {each} | "
-                f"{r['cpu_us_per_example']:.2f} | {r['peak_rss'] / 1e9:.2f} GB |"
+                f"{r['cpu_us_per_example']:.2f} | {rate / 1e9:.2f} | {rate / memcpy:.2f} | "
+                f"{cpu_per_byte * memcpy:.2f}x | {r['peak_rss'] / 1e9:.2f} GB |"
             )
-    lines += [
-        "",
-        "| streaming one epoch | seed peak RSS | ours peak RSS | "
-        "seed examples/s, from disk | ours examples/s, from disk |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    if scale:
+        lines += [
+            "",
+            "| streaming one epoch | seed peak RSS | ours peak RSS | "
+            "seed examples/s, from disk | ours examples/s, from disk | "
+            "cold sequential read, MB/s | ours, of the cold disk |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
 
-    def cold(r: dict) -> str:
-        rate = r.get("cold_examples_per_s")
-        return "n/a (needs root)" if rate is None else f"{rate:,.0f}"
+        def cold(r: dict) -> str:
+            rate = r.get("cold_examples_per_s")
+            return "n/a (needs root)" if rate is None else f"{rate:,.0f}"
 
-    for gb in sorted({s["gb"] for s in scale}):
-        sub = {s["contender"]: s for s in scale if s["gb"] == gb}
+        for gb in sorted({s["gb"] for s in scale}):
+            sub = {s["contender"]: s for s in scale if s["gb"] == gb}
+            seq = sub["ours"].get("cold_sequential_bytes_per_s")
+            ours_rate = sub["ours"].get("cold_examples_per_s")
+            share = (
+                f"{ours_rate * 64 * 64 * 4 / seq:.2f}" if seq and ours_rate else "n/a (needs root)"
+            )
+            lines.append(
+                f"| {gb:g} GB of 64x64 float32 | {sub['seed']['peak_rss'] / 1e9:.2f} GB | "
+                f"{sub['ours']['peak_rss'] / 1e9:.2f} GB | {cold(sub['seed'])} | "
+                f"{cold(sub['ours'])} | {f'{seq / 1e6:,.0f}' if seq else 'n/a'} | {share} |"
+            )
+        gbs = sorted({s["gb"] for s in scale})
+        ours = {s["gb"]: s["peak_rss"] for s in scale if s["contender"] == "ours"}
         lines.append(
-            f"| {gb:g} GB of 64x64 float32 | {sub['seed']['peak_rss'] / 1e9:.2f} GB | "
-            f"{sub['ours']['peak_rss'] / 1e9:.2f} GB | {cold(sub['seed'])} | {cold(sub['ours'])} |"
+            f"\nOurs, peak RSS at {gbs[-1]:g} GB / at {gbs[0]:g} GB: "
+            f"{ours[gbs[-1]] / ours[gbs[0]]:.3f}"
         )
-    gbs = sorted({s["gb"] for s in scale})
-    ours = {s["gb"]: s["peak_rss"] for s in scale if s["contender"] == "ours"}
-    lines.append(
-        f"\nOurs, peak RSS at {gbs[-1]:g} GB / at {gbs[0]:g} GB: {ours[gbs[-1]] / ours[gbs[0]]:.3f}"
-    )
     stamp = time.strftime("%Y-%m-%d")
     text = (
         f"Measured {stamp} on a {os.cpu_count()}-core machine, batch {BATCH}; each "
         f"measurement is whole epochs (at least {args.epochs}, and at least {args.seconds:g} s) "
         f"after a warm-up, in a fresh process; contenders take turns for {args.rounds} rounds "
         "and the table shows medians; command: "
-        f"`.venv/bin/python benchmarks/read_throughput.py{' --quick' if args.quick else ''}`.\n\n"
+        "`.venv/bin/python benchmarks/read_throughput.py"
+        f"{' --quick' if args.quick else ''}"
+        f"{'' if args.kinds == ','.join(KINDS) else ' --kinds ' + args.kinds}`.\n\n"
         + "\n".join(lines)
         + "\n"
     )
     suffix = "_quick" if args.quick else ""
     (out / f"read_benchmark{suffix}.json").write_text(
-        json.dumps({"throughput": results, "scale": scale}, indent=1)
+        json.dumps({"memcpy_bytes_per_s": memcpy, "throughput": results, "scale": scale}, indent=1)
     )
     chart(results, scale, out / f"read_benchmark{suffix}.png")
     write_report(out, f"read_benchmark{suffix}.md", text)

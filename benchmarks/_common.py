@@ -75,6 +75,7 @@ def measure_epochs(ds, *, min_epochs: int, min_seconds: float, warmup_batches: i
                 break
     count = epochs = 0
     cpu0 = sum(os.times()[:2])
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     while epochs < min_epochs or time.perf_counter() - start < min_seconds:
         for batch in ds:
@@ -83,7 +84,10 @@ def measure_epochs(ds, *, min_epochs: int, min_seconds: float, warmup_batches: i
         epochs += 1
     wall = time.perf_counter() - start
     cpu = sum(os.times()[:2]) - cpu0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
     return {
+        # Page faults (first touches of fresh memory, mostly) per example.
+        "faults_per_example": faults / count,
         "examples_per_s": count / wall,
         "examples": count,
         "epochs": epochs,

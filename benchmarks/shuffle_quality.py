@@ -19,6 +19,11 @@ sequential access (`access="sequential"`: interleaved shards and a shuffle
 buffer bounded by the budget) at several memory budgets; plus tf.data
 shuffle(3000) and a full in-memory shuffle(N) as references.
 
+Then per row size, from 32 B to 128 KiB (`--sizes`): the default read of an
+array-order build against tf.data's shuffle(3000) over the same rows, with
+the uniform share (batch / N) beside them. Bigger rows come in fewer rows
+(the datasets stay near 300-700 MB), so their uniform share is larger.
+
     .venv/bin/python benchmarks/shuffle_quality.py   # writes docs/shuffle_quality.md
 """
 
@@ -68,11 +73,74 @@ def two_epochs(ds) -> tuple[list[np.ndarray], float]:
     return out, 2 * len(out[0]) / (time.perf_counter() - start)
 
 
+# Row bytes -> rows read (about 300-700 MB of rows, and at least 5,000).
+SIZES = {
+    32: 1_000_000,
+    128: 1_000_000,
+    512: 500_000,
+    3 * 1024: 100_000,
+    16 * 1024: 20_000,
+    64 * 1024: 10_000,
+    128 * 1024: 5_000,
+}
+
+
+def by_row_size(work: pathlib.Path, sizes: list[int]) -> list[str]:
+    """The default read against tf.data's shuffle(3000), per row size."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    import tfds_bigarrays as tb
+    from tfds_bigarrays._read.plan import plan_groups
+
+    lines = [
+        "",
+        f"Per row size: an array-order build (uint8 rows plus the int64 index), read by "
+        f"`tfds.load(..., shuffle_files=True, batch_size={BATCH})` with the defaults, against "
+        f"tf.data's `shuffle(3000).batch({BATCH})` over the same rows in memory.",
+        "",
+        "| row bytes | rows | block rows, window groups | stored neighbours in one batch, ours "
+        "| tf.data shuffle(3000) | uniform (batch / rows) | epoch-to-epoch corr, ours "
+        "| corr with stored order, ours | batch spread, ours |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        n = SIZES[size]
+        i = np.arange(n, dtype=np.int64)
+        x = np.random.default_rng(size).integers(0, 256, (n, size - 8), dtype=np.uint8)
+        name = f"rows{size}"
+        builder = tb.build(name, data_dir=work, splits={"train": {"i": i, "x": x}})
+        frame = builder.info.splits["train"].num_bytes // n
+        plan = plan_groups(frame_bytes=frame, num_examples=n, batch_rows=BATCH)
+        ds = tfds.load(name, data_dir=work, split="train", shuffle_files=True, batch_size=BATCH)
+        ours = metrics(two_epochs(ds)[0], n)
+        ref = tf.data.Dataset.from_tensor_slices({"i": i, "x": x}).shuffle(3000).batch(BATCH)
+        theirs = metrics(two_epochs(ref)[0], n)
+        del x, ref
+        row = (
+            f"| {size:,} | {n:,} | {plan.block_rows}, {plan.window_groups} | "
+            f"{ours['neighbours']:.4f} | {theirs['neighbours']:.4f} | {BATCH / n:.4f} | "
+            f"{ours['epoch_corr']:.3f} | {ours['stored_corr']:.3f} | {ours['batch_spread']:.3f} |"
+        )
+        print(row, flush=True)
+        lines.append(row)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, SIZES)),
+        help=f"comma-separated row bytes for the per-size table, of {','.join(map(str, SIZES))}",
+    )
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args()
+    sizes = [int(v) for v in args.sizes.split(",") if v]
+    unknown = sorted(set(sizes) - set(SIZES))
+    if unknown:
+        parser.error(f"--sizes {unknown}: use some of {','.join(map(str, SIZES))}")
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -153,6 +221,7 @@ def main() -> None:
             f"{m['array_corr']:.3f} | {m['batch_spread']:.3f} | {m['neighbours']:.4f} | "
             f"{m['rate']:,.0f} |"
         )
+    lines += by_row_size(work, sizes)
     write_report(args.out, "shuffle_quality.md", "\n".join(lines) + "\n")
 
 

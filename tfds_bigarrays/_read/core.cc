@@ -1085,14 +1085,30 @@ bool tbr_reader::ReadRuns(const std::vector<Run>& runs, const Job& job, Error* e
   const int64_t frame = layout.frame_bytes;
   int64_t row = 0;
   const auto start = std::chrono::steady_clock::now();
+  // The file of the previous run stays acquired while runs stay in it (dealt
+  // rows come one run per row, sorted): one cache lookup per file, not per run.
+  int64_t held = -1;
+  int fd = -1;
+  std::shared_ptr<const Mapping> m;
+  const auto release = [&]() {
+    if (held >= 0 && !mapped) Descriptors::Get().Release(files[held].identity);
+    held = -1;
+    m.reset();
+  };
   for (const Run& run : runs) {
-    const File& file = files[file_of_read[run.read]];
+    const int64_t index = file_of_read[run.read];
+    const File& file = files[index];
+    if (index != held) {
+      release();
+      const bool ok = mapped ? Mappings::Get().Acquire(file.name, file.identity, &m, error)
+                             : Descriptors::Get().Acquire(file.name, file.identity, &fd, error);
+      if (!ok) return false;
+      held = index;
+    }
     const int64_t offset = run.frame * frame;
     int64_t got = -1;
     int err = 0;
     if (mapped) {
-      std::shared_ptr<const Mapping> m;
-      if (!Mappings::Get().Acquire(file.name, file.identity, &m, error)) return false;
       const int64_t avail = offset <= m->len ? m->len - offset : -1;
       if (avail < run.count * frame) {
         got = std::max<int64_t>(0, avail);
@@ -1100,12 +1116,10 @@ bool tbr_reader::ReadRuns(const std::vector<Run>& runs, const Job& job, Error* e
         CopyFrames(job, m->base + offset, row, run.count);
       }
     } else {
-      int fd;
-      if (!Descriptors::Get().Acquire(file.name, file.identity, &fd, error)) return false;
       got = ReadFrames(job, fd, offset, row, run.count, &iov, &err);
-      Descriptors::Get().Release(file.identity);
     }
     if (got >= 0) {
+      release();
       const std::string why = err ? std::string(std::strerror(err))
                                   : "it ended " + std::to_string(got) + " bytes into a read";
       error->message = "Shard " + file.name + " could not be read at row " +
@@ -1116,6 +1130,7 @@ bool tbr_reader::ReadRuns(const std::vector<Run>& runs, const Job& job, Error* e
     }
     row += run.count;
   }
+  release();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   slow_read = seconds * kWarmBytesPerS > static_cast<double>(row * frame);

@@ -35,7 +35,7 @@ GROUP_BLOCKS = 16  # blocks whose rows are shuffled together, at least
 # Random access (the read core); docs/design.md#tuning.
 GROUP_MIN_BYTES = 1 * MiB  # small rows: a call carries at least this
 EXACT_BATCH_BYTES = 256 * 1024  # batches this big are read as one group each
-RANDOM_BLOCK_BYTES = 128 * 1024  # rows of one pread, the unit of the permutation
+RANDOM_BLOCK_BYTES = 128 * 1024  # the unit of the permutation and of disk reads
 MAX_PARALLEL_READS = 4  # groups read at once (and no more than the cores)
 PREFETCH_BYTES = 8 * MiB  # batches prefetched at the end
 LOOKAHEAD_BYTES = 64 * MiB  # page cache announced ahead of cold reads
@@ -374,9 +374,12 @@ def plan_groups(
     `GroupPlan.bytes_bound`), down to one read and one prefetch.
 
     Two rows stored side by side share a block with odds (b - 1) / b for
-    blocks of b rows; a window of k groups of g rows then puts them in one
-    batch of B rows with odds about B / (k g). The window is as large as
-    `MIX_NEIGHBOURS` asks, within `MIX_WINDOW_BYTES`: its blocks sit in the
+    blocks of b rows, and then a batch of B rows with odds about B / g for a
+    group of g rows whose rows are permuted. Rebatched groups grow for that
+    share to reach `MIX_NEIGHBOURS` (within a sixteenth of the budget). An
+    exact batch is its own group: there the rows of a window of groups are
+    dealt among them (with odds 1 / k for k groups), the window as large as
+    `MIX_NEIGHBOURS` asks within `MIX_WINDOW_BYTES`; its blocks sit in the
     page cache, announced a window ahead, while its groups are read.
     """
     check_budget(budget)
@@ -387,7 +390,9 @@ def plan_groups(
         group_blocks, exact = batch_rows // block, True
     else:
         block = max(1, min(RANDOM_BLOCK_BYTES // frame_bytes, num_examples))
-        rows = max(batch_rows, GROUP_MIN_BYTES // frame_bytes)
+        mixed = (block - 1) / block * batch_rows / MIX_NEIGHBOURS
+        mixed = min(mixed, max(GROUP_MIN_BYTES, budget // 16) / frame_bytes)
+        rows = max(batch_rows, GROUP_MIN_BYTES // frame_bytes, math.ceil(mixed))
         group_blocks, exact = max(GROUP_BLOCKS, -(-rows // block)), False
     group_bytes = block * group_blocks * frame_bytes
     # Half the budget for rows in flight; the rest is tf.data's and the
@@ -396,11 +401,11 @@ def plan_groups(
     parallel = max(1, min(cores or os.cpu_count() or 1, MAX_PARALLEL_READS, slots // 2))
     # Parallel reads already hide most jitter; big batches prefetch little.
     prefetch = max(1, min(4, slots - parallel, PREFETCH_BYTES // max(1, group_bytes)))
-    group_rows = block * group_blocks
-    together = (block - 1) / block * min(batch_rows, group_rows) / group_rows
-    window = math.ceil(together / MIX_NEIGHBOURS - 1e-9)
-    num_groups = -(-num_examples // group_rows)
-    window = max(1, min(window, MIX_WINDOW_BYTES // max(1, group_bytes), num_groups))
+    window = 1
+    if exact:
+        window = math.ceil((block - 1) / block / MIX_NEIGHBOURS - 1e-9)
+        num_groups = -(-num_examples // (block * group_blocks))
+        window = max(1, min(window, MIX_WINDOW_BYTES // max(1, group_bytes), num_groups))
     lookahead = max(parallel, min(64, LOOKAHEAD_BYTES // max(1, group_bytes)))
     if window > 1:
         lookahead += window  # a window's blocks are announced before its first group

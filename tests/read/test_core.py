@@ -190,6 +190,27 @@ def test_decode_of_whole_shards_matches_the_codec(mixed):
         core.decode(codec, [blocks[0][:-1]], names[:1])
 
 
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_big_group_read_by_several_threads_is_the_same_group(tmp_path, mapped):
+    # Parts of at least 4 MiB go to their own thread: 8 parts of 64 KiB rows.
+    n = 512
+    rng = np.random.default_rng(5)
+    cols = {"i": np.arange(n), "x": rng.integers(0, 255, (n, 64 << 10), dtype=np.uint8)}
+    builder = tb.build("wide", data_dir=tmp_path, splits={"train": cols}, shard_bytes=5 << 20)
+    want = oracle(builder)
+    kwargs = dict(block_rows=1, group_blocks=n, shuffle=True, mapped=mapped)
+    one = reader(builder, **kwargs).read_group(0, 3)
+    for threads in (2, 3, 8, 64):
+        got = reader(builder, read_threads=threads, **kwargs).read_group(0, 3)
+        _equal(got, one)
+    _equal(one, {k: v[one["i"]] for k, v in want.items()})
+    # Damage in a later part is found and named like damage in the first.
+    r = shard_reads(builder)[-1]
+    _flip(r.filename, 12 + 3)  # the last shard's first record, inside its Example
+    with pytest.raises(core.ShardReadError, match=r"holds a record that does not match"):
+        reader(builder, read_threads=8, **kwargs).read_group(0, 3)
+
+
 def test_many_features_are_read(tmp_path):
     # More raw features than one preadv's iovecs allow: the smallest go to the
     # junk row and are copied from there.

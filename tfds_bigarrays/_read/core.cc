@@ -35,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -60,6 +61,7 @@ constexpr int64_t kScatterBytes = 256 << 10;      // bytes per preadv (docs/desi
 constexpr double kWarmBytesPerS = 2e9;            // docs/design.md#tuning
 constexpr double kColdHintSeconds = 10e-6;        // docs/design.md#tuning
 constexpr int kWarmProbeEvery = 8;                // docs/design.md#tuning
+constexpr int64_t kMinThreadBytes = 4 << 20;      // least bytes of a group's part per thread (docs/design.md#tuning)
 constexpr int64_t kMaxRows = int64_t{1} << 40;    // bounds that keep size products in int64
 constexpr int64_t kMaxFrame = int64_t{1} << 31;
 
@@ -980,7 +982,7 @@ struct tbr_reader {
   std::vector<File> files;
   std::vector<int64_t> file_of_read, skips, starts;  // starts: one longer than reads
   std::vector<std::string> read_names;
-  int64_t block_rows = 1, group_blocks = 1, window_groups = 1, lookahead = 0;
+  int64_t block_rows = 1, group_blocks = 1, window_groups = 1, lookahead = 0, read_threads = 1;
   int64_t num_rows = 0, num_blocks = 0, num_groups = 0;
   bool shuffle = false, mapped = false;
   // Whether the shards seem to be on disk rather than in the page cache (the
@@ -993,7 +995,7 @@ struct tbr_reader {
   std::vector<Run> Runs(const std::vector<int64_t>& blocks) const;
   std::vector<Run> RunsOfRows(const int64_t* sorted, int64_t n) const;
   std::vector<Run> Dealt(int64_t group, uint64_t seed, int64_t n, int64_t* dest) const;
-  bool ReadRuns(const std::vector<Run>& runs, const Job& job, Error* error);
+  bool ReadRuns(const Run* runs, size_t n_runs, int64_t row, const Job& job, Error* error);
   double Advise(const std::vector<Run>& runs);
   bool Read(const std::vector<Run>& runs, int64_t n, const int64_t* dest, uint8_t* const* outs,
             Error* error);
@@ -1080,10 +1082,12 @@ std::vector<Run> tbr_reader::Dealt(int64_t group, uint64_t seed, int64_t n, int6
   return RunsOfRows(sorted.data(), n);
 }
 
-bool tbr_reader::ReadRuns(const std::vector<Run>& runs, const Job& job, Error* error) {
+// Reads runs[0, n_runs) into source rows row.. of the job.
+bool tbr_reader::ReadRuns(const Run* runs, size_t n_runs, int64_t row, const Job& job,
+                          Error* error) {
   std::vector<struct iovec> iov(kIovChunk);
   const int64_t frame = layout.frame_bytes;
-  int64_t row = 0;
+  const int64_t row0 = row;
   const auto start = std::chrono::steady_clock::now();
   // The file of the previous run stays acquired while runs stay in it (dealt
   // rows come one run per row, sorted): one cache lookup per file, not per run.
@@ -1095,7 +1099,8 @@ bool tbr_reader::ReadRuns(const std::vector<Run>& runs, const Job& job, Error* e
     held = -1;
     m.reset();
   };
-  for (const Run& run : runs) {
+  for (size_t k = 0; k < n_runs; k++) {
+    const Run& run = runs[k];
     const int64_t index = file_of_read[run.read];
     const File& file = files[index];
     if (index != held) {
@@ -1133,7 +1138,7 @@ bool tbr_reader::ReadRuns(const std::vector<Run>& runs, const Job& job, Error* e
   release();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  slow_read = seconds * kWarmBytesPerS > static_cast<double>(row * frame);
+  slow_read = seconds * kWarmBytesPerS > static_cast<double>((row - row0) * frame);
   return true;
 }
 
@@ -1169,7 +1174,43 @@ bool tbr_reader::Read(const std::vector<Run>& runs, int64_t n, const int64_t* de
   std::vector<uint8_t> junk(static_cast<size_t>(n * layout.junk_bytes));
   std::vector<uint32_t> crcs(layout.verify ? static_cast<size_t>(n) : 0);
   const Job job{&layout, outs, dest, junk.data(), layout.verify ? crcs.data() : nullptr};
-  return ReadRuns(runs, job, error) && Finish(job, n, runs, read_names, true, error);
+  // A big group is cut into `read_threads` parts of about equal rows, each
+  // read (copied, CRC'd) by its own thread: one group can use every core
+  // when the budget allows only one group in flight.
+  const int64_t parts =
+      std::min<int64_t>(read_threads, n * layout.frame_bytes / kMinThreadBytes);
+  if (parts <= 1) {
+    return ReadRuns(runs.data(), runs.size(), 0, job, error) &&
+           Finish(job, n, runs, read_names, true, error);
+  }
+  std::vector<size_t> cut{0};
+  std::vector<int64_t> first_row{0};
+  int64_t row = 0;
+  for (size_t k = 0; k < runs.size(); k++) {
+    row += runs[k].count;
+    if (row * parts >= n * static_cast<int64_t>(cut.size()) && cut.size() < static_cast<size_t>(parts) &&
+        k + 1 < runs.size()) {
+      cut.push_back(k + 1);
+      first_row.push_back(row);
+    }
+  }
+  cut.push_back(runs.size());
+  std::vector<Error> errors(cut.size() - 1);
+  std::vector<char> ok(cut.size() - 1, 0);
+  const auto part = [&](size_t i) {
+    ok[i] = ReadRuns(runs.data() + cut[i], cut[i + 1] - cut[i], first_row[i], job, &errors[i]);
+  };
+  std::vector<std::thread> helpers;
+  for (size_t i = 1; i + 1 < cut.size(); i++) helpers.emplace_back(part, i);
+  part(0);
+  for (auto& t : helpers) t.join();
+  for (size_t i = 0; i < ok.size(); i++) {
+    if (!ok[i]) {
+      *error = errors[i];
+      return false;
+    }
+  }
+  return Finish(job, n, runs, read_names, true, error);
 }
 
 // ------------------------------------------------------------------ C API
@@ -1269,13 +1310,15 @@ tbr_reader* tbr_reader_new(const tbr_reader_config* c, char* err, size_t errlen)
     }
     if (c->n_reads < 0 || c->block_rows < 1 || c->group_blocks < 1 || c->lookahead < 0 ||
         c->block_rows > kMaxRows || c->group_blocks > (int64_t{1} << 31) / c->block_rows ||
-        c->window_groups < 1 || c->window_groups > kMaxRows / (c->block_rows * c->group_blocks)) {
+        c->window_groups < 1 || c->window_groups > kMaxRows / (c->block_rows * c->group_blocks) ||
+        c->read_threads < 1 || c->read_threads > 64) {
       Fill(err, errlen, "tfds_bigarrays read core: malformed reader (blocks or groups)");
       return nullptr;
     }
     reader->block_rows = c->block_rows;
     reader->group_blocks = c->group_blocks;
     reader->window_groups = c->window_groups;
+    reader->read_threads = c->read_threads;
     reader->lookahead = c->lookahead;
     reader->shuffle = c->shuffle != 0;
     reader->mapped = c->mapped != 0;

@@ -70,6 +70,7 @@ typedef struct {
   int shuffle;          /* permute blocks and rows by the epoch seed */
   int64_t lookahead;    /* while reads wait for the disk, announce this many groups ahead */
   int mapped;           /* memory-map shards, kept across readers, instead of pread */
+  int64_t read_threads; /* threads sharing one group's reads (the caller's among them) */
 } tbr_reader_config;
 
 typedef struct tbr_layout tbr_layout;

@@ -74,6 +74,7 @@ class _ReaderConfig(ctypes.Structure):
         ("shuffle", ctypes.c_int),
         ("lookahead", ctypes.c_int64),
         ("mapped", ctypes.c_int),
+        ("read_threads", ctypes.c_int64),
     ]
 
 
@@ -200,6 +201,7 @@ class _ReaderArgs:
     verify: bool
     lookahead: int
     mapped: bool
+    read_threads: int
     identities: tuple[tuple[int, int, int, int], ...]
 
 
@@ -215,6 +217,7 @@ class Reader:
       verify: check every record's CRC32C.
       lookahead: groups ahead announced to the kernel while reads are cold.
       mapped: memory-map the shards (kept mapped across readers).
+      read_threads: threads sharing the reads of one big group.
       identities: per read, the shard identity to insist on (`identity`);
         None takes each shard's identity now.
 
@@ -234,6 +237,7 @@ class Reader:
         verify: bool = True,
         lookahead: int = 0,
         mapped: bool = False,
+        read_threads: int = 1,
         identities: Sequence[tuple[int, int, int, int]] | None = None,
     ) -> None:
         if identities is None:
@@ -248,6 +252,7 @@ class Reader:
             verify=verify,
             lookahead=lookahead,
             mapped=mapped,
+            read_threads=read_threads,
             identities=tuple((int(a), int(b), int(c), int(d)) for a, b, c, d in identities),
         )
         self._open()
@@ -272,6 +277,7 @@ class Reader:
             shuffle=int(a.shuffle),
             lookahead=a.lookahead,
             mapped=int(a.mapped),
+            read_threads=a.read_threads,
         )
         err = ctypes.create_string_buffer(_ERR_BYTES)
         handle = lib().tbr_reader_new(ctypes.byref(config), err, _ERR_BYTES)

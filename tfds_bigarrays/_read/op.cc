@@ -69,6 +69,7 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     .Attr("window_groups: int")
     .Attr("shuffle: bool")
     .Attr("lookahead: int")
+    .Attr("read_threads: int")
     .Attr("mapped: bool")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       TF_RETURN_IF_ERROR(ScalarInputs(c, 2));
@@ -173,7 +174,7 @@ class ReadGroupOp : public OpKernel {
   explicit ReadGroupOp(OpKernelConstruction* c) : OpKernel(c) {
     std::vector<std::string> names;
     std::vector<int64_t> skips, takes, identities, block_rows(1), group_blocks(1), window_groups(1),
-        lookahead(1);
+        lookahead(1), read_threads(1);
     bool shuffle = false, mapped = false;
     OP_REQUIRES_OK(c, layout_.Read(c));
     OP_REQUIRES_OK(c, c->GetAttr("filenames", &names));
@@ -184,6 +185,7 @@ class ReadGroupOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("group_blocks", &group_blocks[0]));
     OP_REQUIRES_OK(c, c->GetAttr("window_groups", &window_groups[0]));
     OP_REQUIRES_OK(c, c->GetAttr("lookahead", &lookahead[0]));
+    OP_REQUIRES_OK(c, c->GetAttr("read_threads", &read_threads[0]));
     OP_REQUIRES_OK(c, c->GetAttr("shuffle", &shuffle));
     OP_REQUIRES_OK(c, c->GetAttr("mapped", &mapped));
     OP_REQUIRES(c,
@@ -203,7 +205,8 @@ class ReadGroupOp : public OpKernel {
                                       window_groups[0],
                                       shuffle ? 1 : 0,
                                       lookahead[0],
-                                      mapped ? 1 : 0};
+                                      mapped ? 1 : 0,
+                                      read_threads[0]};
     char err[kErrBytes];
     reader_ = tbr_reader_new(&config, err, sizeof err);
     OP_REQUIRES(c, reader_ != nullptr, errors::InvalidArgument(err));

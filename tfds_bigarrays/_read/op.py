@@ -73,6 +73,7 @@ def read_group_attrs(
     shuffle: bool,
     lookahead: int,
     mapped: bool,
+    read_threads: int = 1,
 ) -> dict[str, Any]:
     return {
         **layout_attrs(layout, verify=verify),
@@ -86,4 +87,5 @@ def read_group_attrs(
         "shuffle": shuffle,
         "lookahead": lookahead,
         "mapped": mapped,
+        "read_threads": read_threads,
     }

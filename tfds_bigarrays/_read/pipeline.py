@@ -71,6 +71,7 @@ def random_groups(plan: ReadPlan, *, seed: int | None, reshuffle: bool) -> tf.da
         shuffle=plan.shuffle,
         lookahead=plan.groups.lookahead_groups,
         mapped=plan.access == "mapped",
+        read_threads=plan.groups.read_threads,
     )
     rows = plan.groups.group_rows
     num_groups = -(-plan.num_examples // rows)

@@ -327,6 +327,8 @@ class GroupPlan:
       exact_batches: every group is exactly one batch (the last may be
         short), so no rebatching is needed.
       parallel_reads: groups read at once.
+      read_threads: threads sharing one group's reads, so that the cores
+        are used when the budget holds fewer groups in flight than cores.
       prefetch_batches: batches prefetched at the end.
       lookahead_groups: while reads wait for the disk, the blocks of the group
         this far ahead are announced to the kernel, so that several reads are
@@ -338,6 +340,7 @@ class GroupPlan:
     window_groups: int
     exact_batches: bool
     parallel_reads: int
+    read_threads: int
     prefetch_batches: int
     lookahead_groups: int
 
@@ -398,7 +401,8 @@ def plan_groups(
     # Half the budget for rows in flight; the rest is tf.data's and the
     # consumer's (a batch being trained on, the scratch rows of each read).
     slots = max(2, (budget // 2) // max(1, group_bytes) - 2)
-    parallel = max(1, min(cores or os.cpu_count() or 1, MAX_PARALLEL_READS, slots // 2))
+    cores = max(1, min(cores or os.cpu_count() or 1, MAX_PARALLEL_READS))
+    parallel = max(1, min(cores, slots // 2))
     # Parallel reads already hide most jitter; big batches prefetch little.
     prefetch = max(1, min(4, slots - parallel, PREFETCH_BYTES // max(1, group_bytes)))
     window = 1
@@ -415,6 +419,7 @@ def plan_groups(
         window_groups=window,
         exact_batches=exact,
         parallel_reads=parallel,
+        read_threads=max(1, cores // parallel),
         prefetch_batches=prefetch,
         lookahead_groups=lookahead,
     )

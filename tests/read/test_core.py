@@ -1,7 +1,7 @@
 """The read core (core.cc) through its numpy binding, against independent oracles.
 
 The oracle for values is the pure-numpy record codec (`unframe` + `decode`
-of the shard files); for orders, the numpy twins of the permutations below.
+of the shard files); for orders, the numpy twins of the permutations (twins.py).
 No TensorFlow here.
 """
 
@@ -15,6 +15,7 @@ import sys
 import google_crc32c
 import numpy as np
 import pytest
+from twins import epoch_twin, row_order_twin
 
 import tfds_bigarrays as tb
 from tfds_bigarrays._format.layout import read_layout
@@ -22,8 +23,6 @@ from tfds_bigarrays._format.permutation import Permutation
 from tfds_bigarrays._format.records import unframe
 from tfds_bigarrays._read import core, plan
 from tfds_bigarrays._read.plan import ShardRead
-
-_M64 = (1 << 64) - 1
 
 
 def shard_reads(builder, split="train") -> list[ShardRead]:
@@ -44,69 +43,6 @@ def oracle(builder, split="train") -> dict[str, np.ndarray]:
         records = unframe(open(r.filename, "rb").read())[r.skip : r.skip + r.take]
         parts.append(codec.decode(np.frombuffer(b"".join(records), np.uint8)))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _mix(x: int) -> int:
-    x = (x * 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def row_order_twin(seed: int, group: int, n: int) -> list[int]:
-    """Fisher-Yates on a splitmix64 stream keyed by (seed, group), in Python."""
-    state = _mix(_mix(seed) ^ group)
-    out = list(range(n))
-    for i in range(n - 1, 0, -1):
-        state = (state + 0x9E3779B97F4A7C15) & _M64
-        j = (_mix(state) * (i + 1)) >> 64
-        out[i], out[j] = out[j], out[i]
-    return out
-
-
-def epoch_twin(num_rows, block_rows, group_blocks, seed, window_groups=1) -> list[np.ndarray]:
-    """Split rows of each group of a shuffled epoch, in output order."""
-    num_blocks = -(-num_rows // block_rows)
-    full = num_rows // block_rows
-    if window_groups > 1:
-        return dealt_twin(num_rows, block_rows, group_blocks, seed, window_groups)
-    groups = []
-    for g in range(-(-num_blocks // group_blocks)):
-        positions = np.arange(g * group_blocks, min((g + 1) * group_blocks, num_blocks))
-        blocks = positions.copy()
-        if full >= 2:
-            inside = positions < full
-            blocks[inside] = Permutation(n=full, seed=seed)(positions[inside])
-        rows = np.concatenate(
-            [np.arange(b * block_rows, min((b + 1) * block_rows, num_rows)) for b in blocks]
-        )
-        dest = row_order_twin(seed, g, len(rows))
-        out = np.empty_like(rows)
-        out[dest] = rows
-        groups.append(out)
-    return groups
-
-
-def dealt_twin(num_rows, block_rows, group_blocks, seed, window_groups) -> list[np.ndarray]:
-    """Groups when windows of `window_groups` groups deal their rows (core.cc's Dealt)."""
-    full = num_rows // block_rows
-    # Epoch position e holds row e % block_rows of the block at position e // block_rows.
-    e = np.arange(num_rows)
-    p = e // block_rows
-    block = p.copy()
-    if full >= 2:
-        inside = p < full
-        block[inside] = Permutation(n=full, seed=seed)(p[inside])
-    row_at = block * block_rows + e % block_rows
-    rows = block_rows * group_blocks
-    window_rows = window_groups * rows
-    groups = []
-    for first in range(0, num_rows, window_rows):
-        size = min(num_rows, first + window_rows) - first
-        key = _mix(_mix(seed) ^ (first // window_rows + 1))
-        slots = first + Permutation(n=size, seed=key)(np.arange(size))
-        groups += [row_at[slots[s : s + rows]] for s in range(0, size, rows)]
-    return groups
 
 
 @pytest.fixture
@@ -190,25 +126,58 @@ def test_decode_of_whole_shards_matches_the_codec(mixed):
         core.decode(codec, [blocks[0][:-1]], names[:1])
 
 
-@pytest.mark.parametrize("mapped", [False, True])
-def test_a_big_group_read_by_several_threads_is_the_same_group(tmp_path, mapped):
-    # Parts of at least 4 MiB go to their own thread: 8 parts of 64 KiB rows.
+@pytest.fixture
+def wide(tmp_path):
+    """512 rows of 64 KiB (32 MiB) in shards of 5 MiB: groups big enough for threads."""
     n = 512
     rng = np.random.default_rng(5)
     cols = {"i": np.arange(n), "x": rng.integers(0, 255, (n, 64 << 10), dtype=np.uint8)}
-    builder = tb.build("wide", data_dir=tmp_path, splits={"train": cols}, shard_bytes=5 << 20)
-    want = oracle(builder)
-    kwargs = dict(block_rows=1, group_blocks=n, shuffle=True, mapped=mapped)
-    one = reader(builder, **kwargs).read_group(0, 3)
+    return tb.build("wide", data_dir=tmp_path, splits={"train": cols}, shard_bytes=5 << 20)
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_big_group_read_by_several_threads_is_the_same_group(wide, mapped, shuffle):
+    # Parts of at least 4 MiB go to their own thread: up to 8 parts here.
+    want = oracle(wide)
+    kwargs = dict(block_rows=1, group_blocks=512, shuffle=shuffle, mapped=mapped)
+    one = reader(wide, **kwargs).read_group(0, 3)
     for threads in (2, 3, 8, 64):
-        got = reader(builder, read_threads=threads, **kwargs).read_group(0, 3)
-        _equal(got, one)
+        _equal(reader(wide, read_threads=threads, **kwargs).read_group(0, 3), one)
     _equal(one, {k: v[one["i"]] for k, v in want.items()})
-    # Damage in a later part is found and named like damage in the first.
-    r = shard_reads(builder)[-1]
-    _flip(r.filename, 12 + 3)  # the last shard's first record, inside its Example
-    with pytest.raises(core.ShardReadError, match=r"holds a record that does not match"):
-        reader(builder, read_threads=8, **kwargs).read_group(0, 3)
+    if not shuffle:
+        assert one["i"].tolist() == list(range(512))
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_dealt_windows_read_by_several_threads_follow_their_twin(wide, mapped):
+    want = oracle(wide)
+    r = reader(
+        wide, block_rows=2, group_blocks=64, window_groups=4, shuffle=True, mapped=mapped,
+        read_threads=2,
+    )  # fmt: skip
+    twin = epoch_twin(r.num_rows, 2, 64, 11, 4)
+    for g, rows in enumerate(twin):
+        _equal(r.read_group(g, 11), {k: v[rows] for k, v in want.items()})
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_failure_in_a_helper_thread_is_named(wide, mapped):
+    # The last shard is read by the last part's thread, in stored order.
+    r = reader(wide, block_rows=1, group_blocks=512, mapped=mapped, read_threads=4)
+    last = shard_reads(wide)[-1].filename
+    os.truncate(last, os.path.getsize(last) - 1)
+    with pytest.raises(core.ShardReadError, match=f"Shard {last} .*(changed|truncated)"):
+        r.read_group(0)
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(window_groups=0), dict(read_threads=0), dict(read_threads=65)]
+)
+def test_malformed_windows_and_threads_are_refused(mixed, bad):
+    builder, _ = mixed
+    with pytest.raises(core.ShardReadError, match="malformed reader"):
+        reader(builder, block_rows=5, group_blocks=3, **bad)
 
 
 def test_many_features_are_read(tmp_path):

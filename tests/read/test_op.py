@@ -32,6 +32,7 @@ def _attrs(builder, split="train", **kwargs):
         shuffle=kwargs.get("shuffle", False),
         lookahead=kwargs.get("lookahead", 0),
         mapped=kwargs.get("mapped", False),
+        read_threads=kwargs.get("read_threads", 1),
     )
 
 
@@ -65,6 +66,7 @@ def test_op_reads_what_the_numpy_binding_reads(mixed, shuffle, verify, split, ma
         block_rows=5,
         group_blocks=3,
         window_groups=window,
+        read_threads=window,  # parts of 4 MiB or more only: one part here, and the attr read
         shuffle=shuffle,
         verify=verify,
         mapped=mapped,

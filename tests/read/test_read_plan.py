@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_core import epoch_twin
+from twins import epoch_twin
 
 from tfds_bigarrays._read.plan import (
     EXACT_BATCH_BYTES,

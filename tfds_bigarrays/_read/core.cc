@@ -61,7 +61,7 @@ constexpr int64_t kScatterBytes = 256 << 10;      // bytes per preadv (docs/desi
 constexpr double kWarmBytesPerS = 2e9;            // docs/design.md#tuning
 constexpr double kColdHintSeconds = 10e-6;        // docs/design.md#tuning
 constexpr int kWarmProbeEvery = 8;                // docs/design.md#tuning
-constexpr uintptr_t kHugePage = 2 << 20;          // a transparent huge page (x86-64, arm64 4K)
+constexpr int64_t kHugeOutputBytes = 4 << 20;     // outputs this big get huge pages (docs/design.md#tuning)
 constexpr int64_t kMinThreadBytes = 4 << 20;      // least bytes of a group's part per thread (docs/design.md#tuning)
 constexpr int64_t kMaxRows = int64_t{1} << 40;    // bounds that keep size products in int64
 constexpr int64_t kMaxFrame = int64_t{1} << 31;
@@ -1004,18 +1004,29 @@ struct tbr_reader {
 
 // Position p of an epoch holds full block Feistel(p) (keyed by the epoch
 // seed); the short last block, if any, stays last.
+class BlockOrder {
+ public:
+  BlockOrder(const tbr_reader& r, uint64_t seed)
+      : full_(r.num_rows / r.block_rows),
+        shuffle_(r.shuffle && full_ >= 2),
+        perm_(static_cast<uint64_t>(std::max<int64_t>(full_, 1)), seed) {}
+  int64_t operator()(int64_t p) const {
+    return shuffle_ && p < full_ ? static_cast<int64_t>(perm_(static_cast<uint64_t>(p))) : p;
+  }
+
+ private:
+  int64_t full_;
+  bool shuffle_;
+  Feistel perm_;
+};
+
 std::vector<int64_t> tbr_reader::Blocks(int64_t group, uint64_t seed) const {
   const int64_t first = group * group_blocks;
   const int64_t last = std::min(first + group_blocks, num_blocks);
-  const int64_t full = num_rows / block_rows;
   std::vector<int64_t> blocks;
   blocks.reserve(static_cast<size_t>(std::max<int64_t>(0, last - first)));
-  const Feistel perm(static_cast<uint64_t>(std::max<int64_t>(full, 1)), seed);
-  for (int64_t p = first; p < last; p++) {
-    blocks.push_back(shuffle && full >= 2 && p < full
-                         ? static_cast<int64_t>(perm(static_cast<uint64_t>(p)))
-                         : p);
-  }
+  const BlockOrder order(*this, seed);
+  for (int64_t p = first; p < last; p++) blocks.push_back(order(p));
   return blocks;
 }
 
@@ -1064,15 +1075,12 @@ std::vector<Run> tbr_reader::Dealt(int64_t group, uint64_t seed, int64_t n, int6
   const int64_t first = window * window_groups * rows;
   const int64_t size = std::min(num_rows, first + window_groups * rows) - first;
   const Feistel deal(static_cast<uint64_t>(size), Mix64(Mix64(seed) ^ static_cast<uint64_t>(window + 1)));
-  const int64_t full = num_rows / block_rows;
-  const Feistel perm(static_cast<uint64_t>(std::max<int64_t>(full, 1)), seed);
+  const BlockOrder blocks(*this, seed);
   const int64_t slot0 = group * rows - first;
   std::vector<std::pair<int64_t, int64_t>> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; i++) {
     const int64_t e = first + static_cast<int64_t>(deal(static_cast<uint64_t>(slot0 + i)));
-    const int64_t p = e / block_rows;
-    const int64_t b = full >= 2 && p < full ? static_cast<int64_t>(perm(static_cast<uint64_t>(p))) : p;
-    order[i] = {b * block_rows + e % block_rows, i};
+    order[i] = {blocks(e / block_rows) * block_rows + e % block_rows, i};
   }
   std::sort(order.begin(), order.end());
   std::vector<int64_t> sorted(static_cast<size_t>(n));
@@ -1178,11 +1186,15 @@ bool tbr_reader::Read(const std::vector<Run>& runs, int64_t n, const int64_t* de
   // Big outputs are usually fresh mappings (allocations past malloc's mmap
   // threshold), first touched here: huge pages fault them in 2 MiB at a time
   // instead of 4 KiB (docs/design.md#tuning). Memory already touched is not changed.
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   for (size_t i = 0; i < layout.outputs.size(); i++) {
-    const uintptr_t from = reinterpret_cast<uintptr_t>(outs[i]);
-    const uintptr_t lo = (from + kHugePage - 1) & ~(kHugePage - 1);
-    const uintptr_t hi = (from + static_cast<uintptr_t>(n * layout.outputs[i].row_bytes)) & ~(kHugePage - 1);
-    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+    const int64_t bytes = n * layout.outputs[i].row_bytes;
+    if (bytes < kHugeOutputBytes) continue;
+    // Whole pages around the output: the kernel uses a huge page wherever an
+    // aligned 2 MiB range of the mapping has the flag.
+    const uintptr_t from = reinterpret_cast<uintptr_t>(outs[i]) & ~(page - 1);
+    const uintptr_t to = (reinterpret_cast<uintptr_t>(outs[i]) + static_cast<uintptr_t>(bytes) + page - 1) & ~(page - 1);
+    madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
   }
   // A big group is cut into `read_threads` parts of about equal rows, each
   // read (copied, CRC'd) by its own thread: one group can use every core
@@ -1207,12 +1219,25 @@ bool tbr_reader::Read(const std::vector<Run>& runs, int64_t n, const int64_t* de
   cut.push_back(runs.size());
   std::vector<Error> errors(cut.size() - 1);
   std::vector<char> ok(cut.size() - 1, 0);
+  // Nothing may unwind out of a part (a helper would terminate the process),
+  // and a part whose thread cannot start is read by this one.
   const auto part = [&](size_t i) {
-    ok[i] = ReadRuns(runs.data() + cut[i], cut[i + 1] - cut[i], first_row[i], job, &errors[i]);
+    try {
+      ok[i] = ReadRuns(runs.data() + cut[i], cut[i + 1] - cut[i], first_row[i], job, &errors[i]);
+    } catch (const std::exception& e) {
+      errors[i].message = std::string("tfds_bigarrays read core: ") + e.what();
+    }
   };
   std::vector<std::thread> helpers;
-  for (size_t i = 1; i + 1 < cut.size(); i++) helpers.emplace_back(part, i);
-  part(0);
+  std::vector<size_t> inline_parts{0};
+  for (size_t i = 1; i + 1 < cut.size(); i++) {
+    try {
+      helpers.emplace_back(part, i);
+    } catch (const std::exception&) {
+      inline_parts.push_back(i);
+    }
+  }
+  for (size_t i : inline_parts) part(i);
   for (auto& t : helpers) t.join();
   for (size_t i = 0; i < ok.size(); i++) {
     if (!ok[i]) {
@@ -1322,7 +1347,7 @@ tbr_reader* tbr_reader_new(const tbr_reader_config* c, char* err, size_t errlen)
         c->block_rows > kMaxRows || c->group_blocks > (int64_t{1} << 31) / c->block_rows ||
         c->window_groups < 1 || c->window_groups > kMaxRows / (c->block_rows * c->group_blocks) ||
         c->read_threads < 1 || c->read_threads > 64) {
-      Fill(err, errlen, "tfds_bigarrays read core: malformed reader (blocks or groups)");
+      Fill(err, errlen, "tfds_bigarrays read core: malformed reader (blocks, groups, windows or threads)");
       return nullptr;
     }
     reader->block_rows = c->block_rows;
@@ -1393,6 +1418,14 @@ int tbr_read_group(tbr_reader* reader, int64_t group, uint64_t seed, uint8_t* co
     }
     seed &= kSeedMask;
     const int64_t ahead = group + reader->lookahead;
+    const int64_t window = reader->window_groups;
+    if (window > 1 && group % window == 0 && group < reader->lookahead && reader->cold.load()) {
+      // The groups below the look-ahead are announced by no earlier group:
+      // announce their blocks as their window starts (its rows come from all of them).
+      for (int64_t g = group; g < std::min({group + window, reader->lookahead, reader->num_groups}); g++) {
+        reader->Advise(reader->Runs(reader->Blocks(g, seed)));
+      }
+    }
     if (reader->lookahead > 0 && ahead < reader->num_groups) {
       // While cold, announce every group's look-ahead; while warm, probe now and then.
       if (--reader->countdown <= 0 || reader->cold.load()) {

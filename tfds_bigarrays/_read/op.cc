@@ -66,10 +66,10 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     .Attr("identities: list(int)")
     .Attr("block_rows: int")
     .Attr("group_blocks: int")
-    .Attr("window_groups: int")
+    .Attr("window_groups: int = 1")
     .Attr("shuffle: bool")
     .Attr("lookahead: int")
-    .Attr("read_threads: int")
+    .Attr("read_threads: int = 1")
     .Attr("mapped: bool")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       TF_RETURN_IF_ERROR(ScalarInputs(c, 2));

@@ -69,10 +69,10 @@ def read_group_attrs(
     verify: bool,
     block_rows: int,
     group_blocks: int,
-    window_groups: int,
     shuffle: bool,
     lookahead: int,
     mapped: bool,
+    window_groups: int = 1,
     read_threads: int = 1,
 ) -> dict[str, Any]:
     return {

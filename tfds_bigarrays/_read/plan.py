@@ -41,6 +41,7 @@ PREFETCH_BYTES = 8 * MiB  # batches prefetched at the end
 LOOKAHEAD_BYTES = 64 * MiB  # page cache announced ahead of cold reads
 MIX_NEIGHBOURS = 0.02  # aimed share of rows stored side by side that share a batch
 MIX_WINDOW_BYTES = 128 * MiB  # most rows dealt among groups (held by the page cache)
+MIX_GROUP_BYTES = 8 * MiB  # most bytes a rebatched group grows to for mixing
 
 ACCESS_PATHS = ("random", "mapped", "sequential")
 
@@ -317,8 +318,9 @@ class GroupPlan:
     """How random-access reads cut a split into blocks and groups.
 
     Attributes:
-      block_rows: consecutive rows read with one pread; blocks are the unit
-        of the epoch permutation (rows of a group are then permuted too).
+      block_rows: consecutive rows read with one pread (or announced together,
+        where a window deals them); blocks are the unit of the epoch
+        permutation (rows of a group are then permuted too).
       group_blocks: blocks read and decoded by one call.
       window_groups: shuffled reads deal the rows of this many consecutive
         groups' blocks among those groups (1: a group reads whole blocks), so
@@ -365,6 +367,7 @@ def plan_groups(
     batch_rows: int,
     budget: int = DEFAULT_MEMORY_BUDGET,
     cores: int | None = None,
+    shuffle: bool = True,
 ) -> GroupPlan:
     """Block, group and buffer sizes for random-access reads.
 
@@ -379,11 +382,13 @@ def plan_groups(
     Two rows stored side by side share a block with odds (b - 1) / b for
     blocks of b rows, and then a batch of B rows with odds about B / g for a
     group of g rows whose rows are permuted. Rebatched groups grow for that
-    share to reach `MIX_NEIGHBOURS` (within a sixteenth of the budget). An
+    share to reach `MIX_NEIGHBOURS`, up to `MIX_GROUP_BYTES` (less under a
+    budget below the default: there the order depends on the budget too). An
     exact batch is its own group: there the rows of a window of groups are
     dealt among them (with odds 1 / k for k groups), the window as large as
     `MIX_NEIGHBOURS` asks within `MIX_WINDOW_BYTES`; its blocks sit in the
-    page cache, announced a window ahead, while its groups are read.
+    page cache, announced a window ahead, while its groups are read. Reads
+    in stored order (`shuffle=False`) need neither.
     """
     check_budget(budget)
     if batch_rows * frame_bytes >= EXACT_BATCH_BYTES:
@@ -393,20 +398,22 @@ def plan_groups(
         group_blocks, exact = batch_rows // block, True
     else:
         block = max(1, min(RANDOM_BLOCK_BYTES // frame_bytes, num_examples))
-        mixed = (block - 1) / block * batch_rows / MIX_NEIGHBOURS
-        mixed = min(mixed, max(GROUP_MIN_BYTES, budget // 16) / frame_bytes)
-        rows = max(batch_rows, GROUP_MIN_BYTES // frame_bytes, math.ceil(mixed))
+        mixed = (block - 1) / block * batch_rows / MIX_NEIGHBOURS if shuffle else 0
+        reach = max(GROUP_MIN_BYTES, min(MIX_GROUP_BYTES, budget // 16))
+        rows = max(
+            batch_rows, GROUP_MIN_BYTES // frame_bytes, math.ceil(min(mixed, reach / frame_bytes))
+        )
         group_blocks, exact = max(GROUP_BLOCKS, -(-rows // block)), False
     group_bytes = block * group_blocks * frame_bytes
     # Half the budget for rows in flight; the rest is tf.data's and the
     # consumer's (a batch being trained on, the scratch rows of each read).
     slots = max(2, (budget // 2) // max(1, group_bytes) - 2)
-    cores = max(1, min(cores or os.cpu_count() or 1, MAX_PARALLEL_READS))
-    parallel = max(1, min(cores, slots // 2))
+    cores = max(1, cores or os.cpu_count() or 1)
+    parallel = max(1, min(cores, MAX_PARALLEL_READS, slots // 2))
     # Parallel reads already hide most jitter; big batches prefetch little.
     prefetch = max(1, min(4, slots - parallel, PREFETCH_BYTES // max(1, group_bytes)))
     window = 1
-    if exact:
+    if exact and shuffle:
         window = math.ceil((block - 1) / block / MIX_NEIGHBOURS - 1e-9)
         num_groups = -(-num_examples // (block * group_blocks))
         window = max(1, min(window, MIX_WINDOW_BYTES // max(1, group_bytes), num_groups))
@@ -419,7 +426,7 @@ def plan_groups(
         window_groups=window,
         exact_batches=exact,
         parallel_reads=parallel,
-        read_threads=max(1, cores // parallel),
+        read_threads=max(1, min(64, cores // parallel)),
         prefetch_batches=prefetch,
         lookahead_groups=lookahead,
     )
@@ -522,6 +529,7 @@ def plan_read(
             batch_rows=batch_rows,
             budget=budget,
             cores=cores,
+            shuffle=shuffle,
         )
     return ReadPlan(
         reads=reads,

@@ -130,9 +130,9 @@ def test_group_plan_covers_batches_and_respects_the_budget(frame, batch, budget)
         assert group_bytes >= min(GROUP_MIN_BYTES, 10**7 * frame) - plan.block_rows * frame
     assert plan.block_rows * frame <= max(RANDOM_BLOCK_BYTES, frame)
     assert plan.parallel_reads >= 1 and plan.prefetch_batches >= 1
-    # Within half the budget, unless one read and one prefetch alone exceed it.
+    # Within 3/4 of the budget, unless one read and one prefetch alone exceed it.
     floor = (1 + 1 + 2) * group_bytes
-    assert plan.bytes_bound(frame) <= max(budget // 2, floor), plan
+    assert plan.bytes_bound(frame) <= max(budget * 3 // 4, floor), plan
 
 
 def test_group_plan_is_stable():

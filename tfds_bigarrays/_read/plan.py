@@ -405,11 +405,13 @@ def plan_groups(
         )
         group_blocks, exact = max(GROUP_BLOCKS, -(-rows // block)), False
     group_bytes = block * group_blocks * frame_bytes
-    # Half the budget for rows in flight; the rest is tf.data's and the
-    # consumer's (a batch being trained on, the scratch rows of each read).
-    slots = max(2, (budget // 2) // max(1, group_bytes) - 2)
+    # Three quarters of the budget for the groups in flight, the consumer's two
+    # (a batch being trained on, the next one) among them: enough for 64 KiB
+    # rows to read two 16 MiB batches at once (docs/design.md#tuning). The
+    # rest is tf.data's and the scratch rows of each read.
+    slots = max(2, (budget * 3 // 4) // max(1, group_bytes) - 2)
     cores = max(1, cores or os.cpu_count() or 1)
-    parallel = max(1, min(cores, MAX_PARALLEL_READS, slots // 2))
+    parallel = max(1, min(cores, MAX_PARALLEL_READS, slots - 1))
     # Parallel reads already hide most jitter; big batches prefetch little.
     prefetch = max(1, min(4, slots - parallel, PREFETCH_BYTES // max(1, group_bytes)))
     window = 1

@@ -11,6 +11,9 @@ label that numbers the rows:
   seed             the blog post's pipeline over its own TFRecords
   memmap           np.load(mmap_mode="r") and a numpy gather per shuffled batch
   ours             tfds.load(shuffle_files=True, batch_size=256), each access mode
+                   (mixing "auto": whole blocks per batch, the split being
+                   bigger than RAM); ours-rows with mixing="rows" (rows dealt
+                   among batches, waiting for their window in the page cache)
 
 Each reports examples/s, MB/s, CPU per example, the bytes it read from the
 device (/proc/self/io), the cgroup's peak usage, and MB/s over the cold
@@ -46,7 +49,15 @@ HERE = pathlib.Path(__file__).resolve()
 ROOT = HERE.parent.parent
 ROW = (64, 64)
 ROW_BYTES = ROW[0] * ROW[1] * 4
-CONTENDERS = ("cold-sequential", "seed", "memmap", "ours", "ours-mapped", "ours-sequential")
+CONTENDERS = (
+    "cold-sequential",
+    "seed",
+    "memmap",
+    "ours",
+    "ours-rows",
+    "ours-mapped",
+    "ours-sequential",
+)
 
 
 # ---------------------------------------------------------------- the cgroup
@@ -179,7 +190,9 @@ def child(args) -> None:
             access = {"ours-mapped": "mapped", "ours-sequential": "sequential"}.get(
                 args.contender, "auto"
             )
-            with tb.read_options(access=access):
+            # ours-rows: rows dealt among batches although the split is bigger than RAM.
+            mixing = "rows" if args.contender == "ours-rows" else "auto"
+            with tb.read_options(access=access, mixing=mixing):
                 ds = tfds.load(
                     "btr",
                     data_dir=work / "ours",

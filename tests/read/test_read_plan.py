@@ -1,9 +1,15 @@
 """Read planning, pure Python: budgets, pieces, shares, shard checks, access."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from twins import epoch_twin
 
+from tfds_bigarrays._read.options import ReadOptions
 from tfds_bigarrays._read.plan import (
     EXACT_BATCH_BYTES,
     GROUP_MIN_BYTES,
@@ -12,6 +18,8 @@ from tfds_bigarrays._read.plan import (
     RANDOM_BLOCK_BYTES,
     ReadError,
     ShardRead,
+    deals_rows,
+    memory_bytes,
     pieces,
     plan_groups,
     plan_memory,
@@ -179,3 +187,39 @@ def test_stored_neighbours_rarely_share_a_batch_at_every_row_size(frame):
 def test_group_plan_refuses_a_tiny_budget():
     with pytest.raises(ReadError, match="memory_budget=1024 must be"):
         plan_groups(frame_bytes=100, num_examples=10, batch_rows=4, budget=1024)
+
+
+def test_mixing_deals_rows_unless_the_split_is_bigger_than_half_the_memory():
+    assert deals_rows("auto", split_bytes=12 << 30, memory=24 << 30)
+    assert not deals_rows("auto", split_bytes=(12 << 30) + 1, memory=24 << 30)
+    assert deals_rows("rows", split_bytes=1 << 40, memory=1)
+    assert not deals_rows("blocks", split_bytes=1, memory=1 << 40)
+    image = dict(frame_bytes=16_438, num_examples=20_000, batch_rows=256, cores=2)
+    assert plan_groups(**image, deal=False).window_groups == 1
+    assert plan_groups(**image).window_groups == 31
+    with pytest.raises(ReadError, match=r"mixing='shuffled' is not a way of mixing rows"):
+        ReadOptions(mixing="shuffled")
+
+
+def test_memory_is_the_memory_cgroups_limit(tmp_path):
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < memory_bytes() <= physical
+    root = pathlib.Path("/sys/fs/cgroup/memory")
+    if not (root / "memory.limit_in_bytes").exists():  # cgroup v2: the same file read, memory.max
+        root = pathlib.Path("/sys/fs/cgroup")
+    group = root / f"tfds_bigarrays_test_{os.getpid()}"
+    group.mkdir()
+    try:
+        limit = (
+            "memory.limit_in_bytes" if (group / "memory.limit_in_bytes").exists() else "memory.max"
+        )
+        (group / limit).write_text(str(768 << 20))
+        code = (
+            f"import os; open({str(group / 'cgroup.procs')!r}, 'w').write(str(os.getpid())); "
+            "from tfds_bigarrays._read.plan import memory_bytes; print(memory_bytes())"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) == 768 << 20
+    finally:
+        group.rmdir()

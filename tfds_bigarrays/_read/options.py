@@ -66,6 +66,18 @@ class ReadOptions:
         its RSS grows to the size of the split. For splits that fit in RAM
         comfortably; a shard truncated while mapped kills the process
         (SIGBUS). "auto" (default): "random" where it can, else "sequential".
+      mixing: how random access mixes rows stored side by side when
+        shuffling. "rows": where blocks hold several rows and a batch is one
+        group, the rows of a window of batches' blocks are dealt among those
+        batches (about 2% of stored neighbours share a batch of 256, as
+        against 4% for tf.data's shuffle(3000)); the window's blocks wait in
+        the page cache, so it costs speed when the page cache cannot hold
+        them. "blocks": a batch takes whole blocks (up to 128 KiB of
+        consecutive rows: for rows of 1 to 32 KiB, 50-97% of neighbours share
+        a batch), the fastest read from disk. "auto" (default): "rows",
+        unless the split is bigger than half the memory of this machine (or
+        of its memory cgroup), where its reads come from disk: "blocks". The
+        measurements are in docs/shuffle_quality.md and docs/bigger_than_ram.md.
     """
 
     memory_budget: int | None = None
@@ -74,6 +86,7 @@ class ReadOptions:
     data_service_mode: str = "distributed_epoch"
     data_service_job: str | None = None
     access: str = "auto"
+    mixing: str = "auto"
 
     def __post_init__(self) -> None:
         if self.memory_budget is not None:
@@ -86,6 +99,11 @@ class ReadOptions:
             raise ReadError(
                 f"access={self.access!r} is not a way of reading shards; use one of "
                 f"{', '.join(map(repr, _ACCESS))}."
+            )
+        if self.mixing not in _MIXING:
+            raise ReadError(
+                f"mixing={self.mixing!r} is not a way of mixing rows; use one of "
+                f"{', '.join(map(repr, _MIXING))}."
             )
         if self.data_service_mode not in _SERVICE_MODES:
             raise ReadError(
@@ -101,6 +119,7 @@ class ReadOptions:
 
 _SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
 _ACCESS = ("auto", "random", "mapped", "sequential")
+_MIXING = ("auto", "rows", "blocks")
 
 
 _OPTIONS: contextvars.ContextVar[ReadOptions | None] = contextvars.ContextVar(

@@ -191,8 +191,9 @@ def child(args) -> None:
                 args.contender, "auto"
             )
             # ours-rows: rows dealt among batches although the split is bigger than RAM.
-            mixing = "rows" if args.contender == "ours-rows" else "auto"
-            with tb.read_options(access=access, mixing=mixing):
+            # (Only then is mixing= passed: a baseline checkout may predate it.)
+            extra = {"mixing": "rows"} if args.contender == "ours-rows" else {}
+            with tb.read_options(access=access, **extra):
                 ds = tfds.load(
                     "btr",
                     data_dir=work / "ours",

@@ -69,14 +69,16 @@ class ReadOptions:
       mixing: how random access mixes rows stored side by side when
         shuffling. "rows": where blocks hold several rows and a batch is one
         group, the rows of a window of batches' blocks are dealt among those
-        batches (about 2% of stored neighbours share a batch of 256, as
-        against 4% for tf.data's shuffle(3000)); the window's blocks wait in
+        batches (1-3.3% of stored neighbours share a batch of 256, as
+        against 4-5.4% for tf.data's shuffle(3000)); the window's blocks wait in
         the page cache, so it costs speed when the page cache cannot hold
         them. "blocks": a batch takes whole blocks (up to 128 KiB of
-        consecutive rows: for rows of 1 to 32 KiB, 50-97% of neighbours share
+        consecutive rows: for rows of 1 to 32 KiB, 50-98% of neighbours share
         a batch), the fastest read from disk. "auto" (default): "rows",
         unless the split is bigger than half the memory of this machine (or
-        of its memory cgroup), where its reads come from disk: "blocks". The
+        of its memory cgroup), where its reads come from disk: "blocks". So
+        with "auto" the shuffled order depends on the memory too: set it for
+        the same order on every machine (workers sharding by data). The
         measurements are in docs/shuffle_quality.md and docs/bigger_than_ram.md.
     """
 

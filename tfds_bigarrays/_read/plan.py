@@ -499,30 +499,42 @@ def choose_access(reads: Sequence[ShardRead], *, access: str, data_service: str 
     return access
 
 
-def memory_bytes() -> int:
-    """The memory this process may use: the machine's, or its memory cgroup's limit."""
+def memory_bytes(*, proc: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgroup") -> int:
+    """The memory this process may use: the machine's, or its memory cgroups' smallest limit.
+
+    Every limit from the process's cgroup up to the hierarchy's root counts
+    (cgroup v2's `memory.max`, v1's `memory.limit_in_bytes`). In a container
+    the listed path may not exist under the mount: there the mount's own
+    files are the container's cgroup.
+    """
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
-        lines = pathlib.Path("/proc/self/cgroup").read_text().splitlines()
+        lines = pathlib.Path(proc).read_text().splitlines()
     except OSError:
         return total
     for line in lines:
-        _, controllers, path = line.split(":", 2)
-        for limit in (
-            # cgroup v2 (one hierarchy), then v1's memory controller.
-            *([f"/sys/fs/cgroup{path}/memory.max"] if controllers == "" else []),
-            *(
-                [f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"]
-                if "memory" in controllers.split(",")
-                else []
-            ),
-        ):
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            root, name = pathlib.Path(mount), "memory.max"
+        elif "memory" in controllers.split(","):
+            root, name = pathlib.Path(mount) / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        here = root / path.lstrip("/")
+        if not here.is_dir():
+            here = root
+        for folder in (here, *here.parents):
             try:
-                value = pathlib.Path(limit).read_text().strip()
+                value = (folder / name).read_text().strip()
             except OSError:
-                continue
+                value = ""
             if value.isdigit():
                 total = min(total, int(value))
+            if folder == root:
+                break
     return total
 
 

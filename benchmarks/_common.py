@@ -143,6 +143,24 @@ def memcpy_bytes_per_s(nbytes: int = 256 << 20, repeats: int = 5) -> float:
     return nbytes / best
 
 
+def build_ours(name: str, *, src, data_dir) -> None:
+    """Builds src/x.npy and src/y.npy with tfds_bigarrays into `data_dir`, anew.
+
+    Supervised as (x, y), as every read benchmark loads it.
+    """
+    import shutil
+
+    import tfds_bigarrays as tb
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+    tb.build(
+        name,
+        data_dir=data_dir,
+        splits={"train": {"x": src / "x.npy", "y": src / "y.npy"}},
+        supervised_keys=("x", "y"),
+    )
+
+
 def write_report(directory, filename: str, text: str) -> None:
     """Writes a benchmark's markdown table under `directory` and prints it."""
     import pathlib

@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _common import emit, read_files, write_npy_chunked, write_report  # noqa: E402
+from _common import build_ours, emit, read_files, write_npy_chunked, write_report  # noqa: E402
 from read_throughput import BATCH, drop_page_cache, seed_dataset, write_seed_tfrecords  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve()
@@ -128,16 +128,8 @@ def prepare(work: pathlib.Path, rows: int) -> None:
         print(f"  wrote arrays in {time.perf_counter() - t0:.0f} s", flush=True)
     if not (work / "ours.done").exists():
         sys.path.insert(0, str(ROOT))
-        import tfds_bigarrays as tb
-
-        shutil.rmtree(work / "ours", ignore_errors=True)
         t0 = time.perf_counter()
-        tb.build(
-            "btr",
-            data_dir=work / "ours",
-            splits={"train": {"x": work / "x.npy", "y": work / "y.npy"}},
-            supervised_keys=("x", "y"),
-        )
+        build_ours("btr", src=work, data_dir=work / "ours")
         (work / "ours.done").write_text("ok")
         print(f"  built ours in {time.perf_counter() - t0:.0f} s", flush=True)
     if not (work / "seed.done").exists():

@@ -46,7 +46,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _common import emit, peak_rss_bytes, run_child, write_npy_chunked, write_report  # noqa: E402
+from _common import (  # noqa: E402
+    build_ours,
+    emit,
+    peak_rss_bytes,
+    run_child,
+    write_npy_chunked,
+    write_report,
+)
 
 HERE = pathlib.Path(__file__).resolve()
 ROOT = HERE.parent.parent
@@ -82,15 +89,7 @@ def prepare(work: pathlib.Path, kind: str, rows: int) -> pathlib.Path:
         np.save(src / "y.npy", np.random.default_rng(2).random(rows, dtype=np.float32))
         (src / "arrays.done").write_text("ok")
     if not (src / "ours.done").exists():
-        import tfds_bigarrays as tb
-
-        shutil.rmtree(src / "ours", ignore_errors=True)
-        tb.build(
-            "ours",
-            data_dir=src / "ours",
-            splits={"train": {"x": src / "x.npy", "y": src / "y.npy"}},
-            supervised_keys=("x", "y"),
-        )
+        build_ours("ours", src=src, data_dir=src / "ours")
         (src / "ours.done").write_text("ok")
     if not (src / "stock.done").exists():
         sys.path.insert(0, str(ROOT))

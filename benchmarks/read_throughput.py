@@ -48,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _common import (  # noqa: E402
+    build_ours,
     emit,
     measure_epochs,
     memcpy_bytes_per_s,
@@ -118,16 +119,8 @@ def prepare(work: pathlib.Path, kind: str, rows: int, *, stock: bool) -> None:
         np.save(src / "y.npy", np.random.default_rng(2).random(rows, dtype=np.float32))
         (src / "arrays.done").write_text("ok")
     if not (src / "ours.done").exists():
-        import tfds_bigarrays as tb
-
-        shutil.rmtree(src / "ours", ignore_errors=True)
         t0 = time.perf_counter()
-        tb.build(
-            f"ours_{kind}",
-            data_dir=src / "ours",
-            splits={"train": {"x": src / "x.npy", "y": src / "y.npy"}},
-            supervised_keys=("x", "y"),
-        )
+        build_ours(f"ours_{kind}", src=src, data_dir=src / "ours")
         print(f"  built ours_{kind} in {time.perf_counter() - t0:.1f} s", flush=True)
         (src / "ours.done").write_text("ok")
     if not (src / "seed.done").exists():

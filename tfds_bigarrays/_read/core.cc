@@ -1185,7 +1185,8 @@ bool tbr_reader::Read(const std::vector<Run>& runs, int64_t n, const int64_t* de
   const Job job{&layout, outs, dest, junk.data(), layout.verify ? crcs.data() : nullptr};
   // Big outputs are usually fresh mappings (allocations past malloc's mmap
   // threshold), first touched here: huge pages fault them in 2 MiB at a time
-  // instead of 4 KiB (docs/design.md#tuning). Memory already touched is not changed.
+  // instead of 4 KiB (docs/design.md#tuning). Pages already faulted stay as
+  // they are; the flag stays on memory the allocator hands out again.
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   for (size_t i = 0; i < layout.outputs.size(); i++) {
     const int64_t bytes = n * layout.outputs[i].row_bytes;

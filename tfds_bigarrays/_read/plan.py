@@ -587,7 +587,8 @@ def plan_read(
             budget=budget,
             cores=cores,
             shuffle=shuffle,
-            deal=deals_rows(options.mixing, split_bytes=num_examples * frame),
+            # Only a shuffled read asks the memory (files under /proc and /sys).
+            deal=shuffle and deals_rows(options.mixing, split_bytes=num_examples * frame),
         )
     return ReadPlan(
         reads=reads,

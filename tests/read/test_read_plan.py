@@ -19,6 +19,7 @@ from tfds_bigarrays._read.plan import (
     ReadError,
     ShardRead,
     deals_rows,
+    fits_memory,
     memory_bytes,
     pieces,
     plan_groups,
@@ -199,6 +200,36 @@ def test_mixing_deals_rows_unless_the_split_is_bigger_than_half_the_memory():
     assert plan_groups(**image).window_groups == 31
     with pytest.raises(ReadError, match=r"mixing='shuffled' is not a way of mixing rows"):
         ReadOptions(mixing="shuffled")
+
+
+def test_pieces_are_filled_only_for_shuffled_splits_that_fit_in_memory(tmp_path, monkeypatch):
+    import tfds_bigarrays as tb
+    from tfds_bigarrays._format.layout import read_layout
+    from tfds_bigarrays._read import plan
+    from tfds_bigarrays._read.options import resolve
+
+    assert fits_memory(12 << 30, memory=24 << 30)
+    assert not fits_memory((12 << 30) + 1, memory=24 << 30)
+    builder = tb.build("fit", data_dir=tmp_path, splits={"train": {"x": np.zeros((64, 1000))}})
+    reads = plan.shard_reads(builder.info.splits["train"].file_instructions)
+    split_bytes = sum(r.take for r in reads) * read_layout(builder.data_path).codec().frame_bytes
+
+    def planned(*, shuffle: bool, memory: int, mixing: str = "auto"):
+        monkeypatch.setattr(plan, "memory_bytes", lambda: memory)
+        return plan.plan_read(
+            reads=reads,
+            codec=read_layout(builder.data_path).codec(),
+            batch_size=16,
+            shuffle=shuffle,
+            options=resolve(ReadOptions(access="random", mixing=mixing), recorded_budget=64 << 20),
+        ).groups
+
+    assert planned(shuffle=True, memory=2 * split_bytes).fill_pieces
+    # Bigger than half the memory: the rest of a piece would be evicted before its turn.
+    assert not planned(shuffle=True, memory=2 * split_bytes - 2).fill_pieces
+    # The decision is the memory's, whatever the mixing; stored order reads ahead by itself.
+    assert planned(shuffle=True, memory=2 * split_bytes, mixing="blocks").fill_pieces
+    assert not planned(shuffle=False, memory=2 * split_bytes).fill_pieces
 
 
 def test_memory_is_the_smallest_limit_of_the_memory_cgroups(tmp_path):

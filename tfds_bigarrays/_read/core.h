@@ -71,6 +71,11 @@ typedef struct {
   int64_t lookahead;    /* while reads wait for the disk, announce this many groups ahead */
   int mapped;           /* memory-map shards, kept across readers, instead of pread */
   int64_t read_threads; /* threads sharing one group's reads (the caller's among them) */
+  /* While cold, read the aligned 2 MiB pieces holding the look-ahead's blocks
+     into the page cache as huge pages instead of announcing the blocks alone
+     (pread only): later epochs copy from such a cache about 1.5x faster. For
+     splits that stay in memory: a piece's other rows are read before their turn. */
+  int fill_pieces;
 } tbr_reader_config;
 
 typedef struct tbr_layout tbr_layout;

@@ -75,6 +75,7 @@ class _ReaderConfig(ctypes.Structure):
         ("lookahead", ctypes.c_int64),
         ("mapped", ctypes.c_int),
         ("read_threads", ctypes.c_int64),
+        ("fill_pieces", ctypes.c_int),
     ]
 
 
@@ -202,6 +203,7 @@ class _ReaderArgs:
     lookahead: int
     mapped: bool
     read_threads: int
+    fill_pieces: bool
     identities: tuple[tuple[int, int, int, int], ...]
 
 
@@ -218,6 +220,8 @@ class Reader:
       lookahead: groups ahead announced to the kernel while reads are cold.
       mapped: memory-map the shards (kept mapped across readers).
       read_threads: threads sharing the reads of one big group.
+      fill_pieces: while cold, read the look-ahead's 2 MiB pieces into the
+        page cache as huge pages (`GroupPlan.fill_pieces`).
       identities: per read, the shard identity to insist on (`identity`);
         None takes each shard's identity now.
 
@@ -238,6 +242,7 @@ class Reader:
         lookahead: int = 0,
         mapped: bool = False,
         read_threads: int = 1,
+        fill_pieces: bool = False,
         identities: Sequence[tuple[int, int, int, int]] | None = None,
     ) -> None:
         if identities is None:
@@ -253,6 +258,7 @@ class Reader:
             lookahead=lookahead,
             mapped=mapped,
             read_threads=read_threads,
+            fill_pieces=fill_pieces,
             identities=tuple((int(a), int(b), int(c), int(d)) for a, b, c, d in identities),
         )
         self._open()
@@ -278,6 +284,7 @@ class Reader:
             lookahead=a.lookahead,
             mapped=int(a.mapped),
             read_threads=a.read_threads,
+            fill_pieces=int(a.fill_pieces),
         )
         err = ctypes.create_string_buffer(_ERR_BYTES)
         handle = lib().tbr_reader_new(ctypes.byref(config), err, _ERR_BYTES)

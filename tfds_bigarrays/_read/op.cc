@@ -70,6 +70,7 @@ REGISTER_OP("TfdsBigarraysReadGroup")
     .Attr("shuffle: bool")
     .Attr("lookahead: int")
     .Attr("read_threads: int = 1")
+    .Attr("fill_pieces: bool = false")
     .Attr("mapped: bool")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       TF_RETURN_IF_ERROR(ScalarInputs(c, 2));
@@ -175,7 +176,7 @@ class ReadGroupOp : public OpKernel {
     std::vector<std::string> names;
     std::vector<int64_t> skips, takes, identities, block_rows(1), group_blocks(1), window_groups(1),
         lookahead(1), read_threads(1);
-    bool shuffle = false, mapped = false;
+    bool shuffle = false, mapped = false, fill_pieces = false;
     OP_REQUIRES_OK(c, layout_.Read(c));
     OP_REQUIRES_OK(c, c->GetAttr("filenames", &names));
     OP_REQUIRES_OK(c, c->GetAttr("skips", &skips));
@@ -188,6 +189,7 @@ class ReadGroupOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("read_threads", &read_threads[0]));
     OP_REQUIRES_OK(c, c->GetAttr("shuffle", &shuffle));
     OP_REQUIRES_OK(c, c->GetAttr("mapped", &mapped));
+    OP_REQUIRES_OK(c, c->GetAttr("fill_pieces", &fill_pieces));
     OP_REQUIRES(c,
                 skips.size() == names.size() && takes.size() == names.size() &&
                     identities.size() == 4 * names.size(),
@@ -206,7 +208,8 @@ class ReadGroupOp : public OpKernel {
                                       shuffle ? 1 : 0,
                                       lookahead[0],
                                       mapped ? 1 : 0,
-                                      read_threads[0]};
+                                      read_threads[0],
+                                      fill_pieces ? 1 : 0};
     char err[kErrBytes];
     reader_ = tbr_reader_new(&config, err, sizeof err);
     OP_REQUIRES(c, reader_ != nullptr, errors::InvalidArgument(err));

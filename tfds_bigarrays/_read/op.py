@@ -74,6 +74,7 @@ def read_group_attrs(
     mapped: bool,
     window_groups: int = 1,
     read_threads: int = 1,
+    fill_pieces: bool = False,
 ) -> dict[str, Any]:
     return {
         **layout_attrs(layout, verify=verify),
@@ -88,4 +89,5 @@ def read_group_attrs(
         "lookahead": lookahead,
         "mapped": mapped,
         "read_threads": read_threads,
+        "fill_pieces": fill_pieces,
     }

@@ -72,6 +72,7 @@ def random_groups(plan: ReadPlan, *, seed: int | None, reshuffle: bool) -> tf.da
         lookahead=plan.groups.lookahead_groups,
         mapped=plan.access == "mapped",
         read_threads=plan.groups.read_threads,
+        fill_pieces=plan.groups.fill_pieces and plan.access != "mapped",
     )
     rows = plan.groups.group_rows
     num_groups = -(-plan.num_examples // rows)

@@ -138,9 +138,10 @@ def test_group_plan_covers_batches_and_respects_the_budget(frame, batch, budget)
         assert plan.group_rows >= batch and plan.group_blocks >= 16
         assert group_bytes >= min(GROUP_MIN_BYTES, 10**7 * frame) - plan.block_rows * frame
     assert plan.block_rows * frame <= max(RANDOM_BLOCK_BYTES, frame)
-    assert plan.parallel_reads >= 1 and plan.prefetch_batches >= 1
-    # Within 3/4 of the budget, unless one read and one prefetch alone exceed it.
-    floor = (1 + 1 + 2) * group_bytes
+    assert plan.parallel_reads >= 1 and plan.prefetch_batches >= 0
+    assert plan.parallel_reads + plan.prefetch_batches >= 2
+    # Within 3/4 of the budget, unless two groups besides the consumer's exceed it.
+    floor = (2 + 2) * group_bytes
     assert plan.bytes_bound(frame) <= max(budget * 3 // 4, floor), plan
 
 
@@ -160,6 +161,13 @@ def test_group_plan_is_stable():
     assert small.window_groups == 1  # a group of 13,968 rows already mixes its blocks
     big = plan_groups(frame_bytes=65_566, num_examples=20_000, batch_rows=256, cores=2)
     assert (big.block_rows, big.window_groups) == (1, 1)  # a block is a row: nothing to deal
+    assert (big.parallel_reads, big.prefetch_batches) == (2, 1)
+    # 32 MiB batches: the default budget holds two besides the consumer's, both read at once.
+    rows128k = plan_groups(frame_bytes=131_102, num_examples=20_000, batch_rows=256, cores=2)
+    assert (rows128k.parallel_reads, rows128k.prefetch_batches, rows128k.read_threads) == (2, 0, 1)
+    assert rows128k.groups_in_flight == 4
+    one_core = plan_groups(frame_bytes=131_102, num_examples=20_000, batch_rows=256, cores=1)
+    assert (one_core.parallel_reads, one_core.prefetch_batches) == (1, 1)
 
 
 def neighbours(groups: list[np.ndarray], batch: int) -> float:

@@ -216,7 +216,8 @@ def finish(ds: tf.data.Dataset, plan: ReadPlan, read_config: tfds.ReadConfig) ->
         if not plan.batch_size:
             ds = ds.prefetch(tf.data.AUTOTUNE)
         elif plan.groups is not None:
-            ds = ds.prefetch(plan.groups.prefetch_batches)
+            if plan.groups.prefetch_batches:  # else the reads in flight are the buffer
+                ds = ds.prefetch(plan.groups.prefetch_batches)
         else:
             ds = ds.prefetch(plan.memory.prefetch_batches)
     opts = tf.data.Options()

@@ -423,9 +423,12 @@ def plan_groups(
     # rest is tf.data's and the scratch rows of each read.
     slots = max(2, (budget * 3 // 4) // max(1, group_bytes) - 2)
     cores = max(1, cores or os.cpu_count() or 1)
-    parallel = max(1, min(cores, MAX_PARALLEL_READS, slots - 1))
+    # Two slots (128 KiB rows in 32 MiB batches) go to two reads rather than a
+    # read and a prefetch: one read at a time left a core idle between groups,
+    # which threads sharing the group did not fill (docs/design.md#tuning).
+    parallel = max(1, min(cores, MAX_PARALLEL_READS, slots - 1 if slots > 2 else slots))
     # Parallel reads already hide most jitter; big batches prefetch little.
-    prefetch = max(1, min(4, slots - parallel, PREFETCH_BYTES // max(1, group_bytes)))
+    prefetch = min(4, slots - parallel, max(1, PREFETCH_BYTES // max(1, group_bytes)))
     window = 1
     if exact and shuffle and deal:
         window = math.ceil((block - 1) / block / MIX_NEIGHBOURS - 1e-9)

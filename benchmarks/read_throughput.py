@@ -25,8 +25,8 @@ Row kinds: 32 float32 ("small", 128 B), 32x32 ("medium", 4 KiB), 64x64
 KiB). Beside examples/s, each row gives the bytes/s as a share of one core's
 memcpy bandwidth, measured in the same run, and the CPU time per byte over
 memcpy's (the physical limits in the page cache). Before a contender starts,
-its files leave the page cache, and it reads one whole epoch unmeasured: the
-cache then holds what that reader's own first epoch put there, as in
+the dataset's files leave the page cache, and it reads one whole epoch
+unmeasured: the cache then holds what that reader's own first epoch put there, as in
 training (the pages a reader fills the cache with set how fast later epochs
 copy from it, docs/design.md#tuning). Then peak RSS of one epoch
 streaming a 1 GB and a 4 GB dataset, ours and seed, and the speed of one
@@ -203,18 +203,10 @@ def make(contender: str, src: pathlib.Path, kind: str):
     raise ValueError(contender)
 
 
-def contender_files(contender: str, src: pathlib.Path) -> list[pathlib.Path]:
-    """The files a contender reads while it is measured (none: arrays in RAM)."""
-    if contender == "in-memory":
-        return []
-    folder = {"seed": "seed", "stock-tfds": "stock"}.get(contender, "ours")
-    return [p for p in sorted((src / folder).rglob("*")) if p.is_file()]
-
-
 def child(args) -> None:
     src = pathlib.Path(args.src)
-    if args.own_epoch:
-        evict_files(contender_files(args.contender, src))
+    if args.own_epoch:  # every contender's files: none holds memory for the others
+        evict_files(p for p in sorted(src.rglob("*")) if p.is_file())
     ds = make(args.contender, src, args.kind)
     if args.own_epoch:
         for _ in ds:  # the first epoch fills the page cache the way this reader does

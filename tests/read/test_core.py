@@ -172,12 +172,40 @@ def _evict(filenames) -> None:
             os.close(fd)
 
 
-def _file_huge_pages() -> int:
-    """Bytes of file pages the kernel caches in huge (2 MiB) folios, machine-wide."""
-    for line in open("/proc/meminfo"):
-        if line.startswith("FileHugePages:"):
-            return int(line.split()[1]) << 10
-    return 0
+def _huge_cached(name: str) -> int:
+    """Bytes of file `name` that the page cache holds in huge (2 MiB) folios.
+
+    Maps the file at a 2 MiB boundary and touches every page (all cached: a
+    touch reads nothing): the kernel maps a huge folio whole (FilePmdMapped
+    in /proc/self/smaps), 4 KiB pages one by one. Per file, unlike
+    /proc/meminfo's machine-wide FileHugePages.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 3 + [ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    piece, size = 2 << 20, os.path.getsize(name)
+    span = size + piece
+    area = libc.mmap(None, span, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
+    assert area not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    at = -(-area // piece) * piece
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        got = libc.mmap(at, size, 1, 0x11, fd, 0)  # PROT_READ, MAP_SHARED | MAP_FIXED
+        assert got == at, os.strerror(ctypes.get_errno())
+        libc.madvise(at, size, 14)  # MADV_HUGEPAGE
+        for offset in range(0, size, 4096):
+            ctypes.string_at(at + offset, 1)
+        smaps = open("/proc/self/smaps").read()
+        vma = smaps[smaps.index(f"{at:x}-") :]
+        field = vma[vma.index("FilePmdMapped:") :].split()
+        return int(field[1]) << 10
+    finally:
+        libc.munmap(area, span)
+        os.close(fd)
 
 
 FILL = dict(block_rows=2, group_blocks=64, window_groups=4, shuffle=True, lookahead=6)
@@ -203,24 +231,36 @@ def test_filled_pieces_come_in_huge_pages(wide):
 
     def cached_huge(read) -> int:
         _evict(files)
-        before = _file_huge_pages()
         read()
-        return _file_huge_pages() - before
+        return sum(_huge_cached(name) for name in files)
 
     def faulted_with_huge_pages() -> None:  # the kernel's own way, without the core
         import mmap
 
-        with open(files[0], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
-            m.madvise(mmap.MADV_HUGEPAGE)
-            m[0]
+        for name in files:
+            with open(name, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+                m.madvise(mmap.MADV_HUGEPAGE)
+                for at in range(0, len(m), 2 << 20):
+                    m[at]
 
     # Large folios on ext4 arrived in Linux 6.16; other file systems differ.
     if cached_huge(faulted_with_huge_pages) < 2 << 20:
         pytest.skip("this kernel or file system caches no file in huge folios")
-    # Pieces of 2 MiB over every shard of 5 MiB: at least half the bytes.
+    # Pieces of 2 MiB over every shard of 5 MiB: all but the tails.
     assert cached_huge(lambda: _read_epoch(reader(wide, fill_pieces=True, **FILL), 5)) >= total // 2
     # Announced blocks alone come in 4 KiB pages.
-    assert cached_huge(lambda: _read_epoch(reader(wide, **FILL), 5)) < total // 4
+    assert cached_huge(lambda: _read_epoch(reader(wide, **FILL), 5)) == 0
+
+
+def test_a_shard_truncated_under_a_filling_reader_is_named(wide):
+    files = sorted({r.filename for r in shard_reads(wide)})
+    r = reader(wide, fill_pieces=True, **FILL)
+    _evict(files)
+    r.read_group(0, 5)  # descriptors held, the look-ahead's pieces filled
+    os.truncate(files[-1], os.path.getsize(files[-1]) // 2)
+    _evict(files)
+    with pytest.raises(core.ShardReadError, match=f"Shard {files[-1]} could not be read"):
+        _read_epoch(r, 5)
 
 
 @pytest.mark.parametrize("mapped", [False, True])

@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -65,6 +66,11 @@ constexpr int kWarmProbeEvery = 8;                // docs/design.md#tuning
 constexpr int kPopulateRead = MADV_POPULATE_READ;
 #else
 constexpr int kPopulateRead = 22;  // Linux 5.14; older kernels refuse it with EINVAL
+#endif
+#ifdef SYS_cachestat
+constexpr long kCachestat = SYS_cachestat;
+#else
+constexpr long kCachestat = 451;  // Linux 6.5, the same number on every architecture
 #endif
 constexpr int64_t kPieceBytes = 2 << 20;          // a huge page: the unit of fill_pieces (docs/design.md#tuning)
 constexpr int64_t kHugeOutputBytes = 4 << 20;     // outputs this big get huge pages (docs/design.md#tuning)
@@ -975,6 +981,35 @@ bool Finish(const Job& job, int64_t n, const std::vector<Run>& runs,
   return true;
 }
 
+// Whether fill_pieces works in this process: off for good once the kernel
+// refused a huge-page fill or could not tell a cached page.
+std::atomic<bool>& FillWorks() {
+  static std::atomic<bool>* works = new std::atomic<bool>(true);  // never destroyed
+  return *works;
+}
+
+// Whether bytes [from, to) of `fd` are all in the page cache (1), not (0),
+// not to be told for this file (-1: cachestat, like mincore, answers only for
+// files the process owns or may write), or not by this kernel (-2: cachestat
+// arrived in Linux 6.5). A read that may not wait would not do: it starts a
+// readahead of 4 KiB pages.
+int Cached(int fd, int64_t from, int64_t to) {
+  struct {
+    uint64_t off, len;
+  } range = {static_cast<uint64_t>(from), static_cast<uint64_t>(to - from)};
+  struct {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+  } stat = {};
+  if (syscall(kCachestat, fd, &range, &stat, 0) != 0) return errno == ENOSYS ? -2 : -1;
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  return static_cast<int64_t>(stat.nr_cache) >= (to - 1) / page - from / page + 1 ? 1 : 0;
+}
+
+double SecondsPerRun(std::chrono::steady_clock::time_point start, size_t runs) {
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return s / static_cast<double>(std::max<size_t>(1, runs));
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ reader
@@ -1158,11 +1193,12 @@ bool tbr_reader::ReadRuns(const Run* runs, size_t n_runs, int64_t row, const Job
   return true;
 }
 
-// Asks the kernel to start reading `runs`; the seconds it took per run.
+// Asks the kernel to start reading `runs` (or, with fill_pieces, reads the
+// pieces that hold them); the seconds it took per run.
 double tbr_reader::Advise(const std::vector<Run>& runs) {
+  if (fill_pieces && !mapped && FillWorks().load()) return FillPieces(runs);
   const auto start = std::chrono::steady_clock::now();
   const int64_t frame = layout.frame_bytes;
-  if (fill_pieces && !mapped) return FillPieces(runs);
   const int64_t page = sysconf(_SC_PAGESIZE);
   Error ignored;
   for (const Run& run : runs) {
@@ -1177,63 +1213,55 @@ double tbr_reader::Advise(const std::vector<Run>& runs) {
     }
     int fd;
     if (!Descriptors::Get().Acquire(file.name, file.identity, &fd, &ignored)) continue;
-#ifdef POSIX_FADV_WILLNEED
     posix_fadvise(fd, run.frame * frame, run.count * frame, POSIX_FADV_WILLNEED);
-#endif
     Descriptors::Get().Release(file.identity);
   }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return s / static_cast<double>(std::max<size_t>(1, runs.size()));
+  return SecondsPerRun(start, runs.size());
 }
 
 // Reads the aligned kPieceBytes pieces holding `runs` into the page cache,
-// where a run's rows are not all there yet: through a short-lived mapping
-// that asks for huge pages, so that the kernel reads each piece as one huge
-// folio. WILLNEED and pread fill the cache with 4 KiB pages, which a pread
-// later copies from at about two thirds of the speed (docs/design.md#tuning).
-// The mapping is gone before the call returns: the process's RSS stays flat.
-// Blocks the caller for the disk; the seconds it took per run, 0 if nothing
-// had to be read.
+// where a run's rows are not all there yet, through a short-lived
+// mapping that asks for huge pages: the kernel then reads each piece as one
+// huge folio. WILLNEED and random preads fill the cache with 4 KiB pages,
+// which a pread later copies from at about two thirds of the speed
+// (docs/page_cache_copy.md). The pieces are mapped only while the call runs
+// (at most a run's two pieces at a time), and it blocks the caller for the
+// disk. The seconds it took per run, 0 if nothing had to be read.
 double tbr_reader::FillPieces(const std::vector<Run>& runs) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t frame = layout.frame_bytes;
-  const int64_t page = sysconf(_SC_PAGESIZE);
   bool filled = false;
-  std::vector<unsigned char> resident;
   Error ignored;
   for (const Run& run : runs) {
-    const int64_t index = file_of_read[run.read];
-    const File& file = files[index];
+    const File& file = files[file_of_read[run.read]];
     const int64_t size = file.identity[2];
     const int64_t from = run.frame * frame;
     const int64_t to = std::min(size, from + run.count * frame);
     if (to <= from) continue;  // unknown size or past the end: the read reports it
     int fd;
     if (!Descriptors::Get().Acquire(file.name, file.identity, &fd, &ignored)) continue;
-    const int64_t p0 = from / kPieceBytes * kPieceBytes;
-    const int64_t len = std::min(size, (to + kPieceBytes - 1) / kPieceBytes * kPieceBytes) - p0;
-    void* base = mmap(nullptr, static_cast<size_t>(len), PROT_READ, MAP_SHARED, fd, p0);
-    if (base != MAP_FAILED) {
-      auto* bytes = static_cast<uint8_t*>(base);
-      const int64_t a = (from - p0) / page * page;
-      resident.assign(static_cast<size_t>((to - p0 - a + page - 1) / page), 0);
-      bool cached = mincore(bytes + a, static_cast<size_t>(to - p0 - a), resident.data()) == 0;
-      for (size_t i = 0; cached && i < resident.size(); i++) cached = (resident[i] & 1) != 0;
-      if (!cached) {
-        filled = true;
-        // A kernel without MADV_POPULATE_READ (before 5.14) gets the blocks announced.
-        if (madvise(base, static_cast<size_t>(len), MADV_HUGEPAGE) != 0 ||
-            madvise(base, static_cast<size_t>(len), kPopulateRead) != 0) {
-          posix_fadvise(fd, from, to - from, POSIX_FADV_WILLNEED);
-        }
+    const int cached = Cached(fd, from, to);
+    if (cached == -2) FillWorks() = false;
+    if (cached != 1) {
+      // Where it cannot be told whether the rows are cached, they are announced.
+      filled = true;
+      bool done = false;
+      const int64_t p0 = from / kPieceBytes * kPieceBytes;
+      const size_t len = static_cast<size_t>(
+          std::min(size, (to + kPieceBytes - 1) / kPieceBytes * kPieceBytes) - p0);
+      void* base = cached == 0 ? mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, p0) : MAP_FAILED;
+      if (base != MAP_FAILED) {
+        // MADV_RANDOM: a huge-page fault otherwise reads the next piece too.
+        done = madvise(base, len, MADV_RANDOM) == 0 && madvise(base, len, MADV_HUGEPAGE) == 0 &&
+               madvise(base, len, kPopulateRead) == 0;
+        if (!done && errno == EINVAL) FillWorks() = false;  // before Linux 5.14, or no THP
+        munmap(base, len);
       }
-      munmap(base, static_cast<size_t>(len));
+      if (!done) posix_fadvise(fd, from, to - from, POSIX_FADV_WILLNEED);
     }
     Descriptors::Get().Release(file.identity);
   }
-  if (!filled) return 0;
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return s / static_cast<double>(std::max<size_t>(1, runs.size()));
+  return filled ? SecondsPerRun(start, runs.size()) : 0;
 }
 
 bool tbr_reader::Read(const std::vector<Run>& runs, int64_t n, const int64_t* dest,

@@ -72,7 +72,7 @@ def random_groups(plan: ReadPlan, *, seed: int | None, reshuffle: bool) -> tf.da
         lookahead=plan.groups.lookahead_groups,
         mapped=plan.access == "mapped",
         read_threads=plan.groups.read_threads,
-        fill_pieces=plan.groups.fill_pieces and plan.access != "mapped",
+        fill_pieces=plan.groups.fill_pieces,
     )
     rows = plan.groups.group_rows
     num_groups = -(-plan.num_examples // rows)
@@ -228,6 +228,10 @@ def finish(ds: tf.data.Dataset, plan: ReadPlan, read_config: tfds.ReadConfig) ->
         # autotuning pass in progress (docs/design.md#tuning). Set
         # `options.autotune.enabled = True` on the dataset to bring it back.
         opts.autotune.enabled = False
+        if not plan.groups.prefetch_batches:
+            # The reads in flight are the buffer; an injected prefetch would
+            # hold batches past the budget if autotuning is turned back on.
+            opts.experimental_optimization.inject_prefetch = False
     ds = ds.with_options(opts)
     if read_config.options is not None:
         ds = ds.with_options(read_config.options)

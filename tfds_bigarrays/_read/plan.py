@@ -387,7 +387,7 @@ def plan_groups(
     exactly one batch, not rebatched; otherwise a group holds at least
     `GROUP_MIN_BYTES` and `GROUP_BLOCKS` blocks, and is rebatched. There is
     no shuffle buffer: the budget bounds the groups in flight (see
-    `GroupPlan.bytes_bound`), down to one read and one prefetch.
+    `GroupPlan.bytes_bound`), down to two besides the consumer's.
 
     Two rows stored side by side share a block with odds (b - 1) / b for
     blocks of b rows, and then a batch of B rows with odds about B / g for a
@@ -608,7 +608,7 @@ def plan_read(
             cores=cores,
             shuffle=shuffle,
             deal=shuffle and deals_rows(options.mixing, split_bytes=split_bytes, memory=memory_now),
-            fill=shuffle and fits_memory(split_bytes, memory=memory_now),
+            fill=shuffle and access == "random" and fits_memory(split_bytes, memory=memory_now),
         )
     return ReadPlan(
         reads=reads,

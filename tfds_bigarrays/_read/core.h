@@ -73,7 +73,7 @@ typedef struct {
   int64_t read_threads; /* threads sharing one group's reads (the caller's among them) */
   /* While cold, read the aligned 2 MiB pieces holding the look-ahead's blocks
      into the page cache as huge pages instead of announcing the blocks alone
-     (pread only): later epochs copy from such a cache about 1.5x faster. For
+     (pread only): later epochs copy from such a cache about 1.4x faster. For
      splits that stay in memory: a piece's other rows are read before their turn. */
   int fill_pieces;
 } tbr_reader_config;

@@ -338,8 +338,8 @@ class GroupPlan:
         in flight. They land in the page cache, not in the process's memory.
       fill_pieces: instead of announcing the look-ahead's blocks alone, read
         the aligned 2 MiB pieces that hold them into the page cache as huge
-        pages, which later epochs copy from about 1.5x faster than from the
-        4 KiB pages that announced blocks make (docs/design.md#tuning). Only
+        pages, which later epochs copy from about 1.4x faster than from the
+        4 KiB pages that announced blocks make (docs/page_cache_copy.md). Only
         for a split that stays in the page cache (`fits_memory`): the other
         rows of a piece are read before their turn, once.
     """

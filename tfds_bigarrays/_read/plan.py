@@ -560,9 +560,9 @@ def deals_rows(mixing: str, *, split_bytes: int, memory: int | None = None) -> b
     """Whether random access deals rows (`ReadOptions.mixing`; "auto" decides by size).
 
     A split that does not fit in memory is read from disk, where dealt rows
-    wait for their window in a page cache that cannot keep them: 0.71x
-    against 1.02x of the cold sequential read for 7 GB of 16 KiB rows in a
-    2 GiB cgroup (docs/bigger_than_ram.md).
+    wait for their window in a page cache that cannot keep them: 0.71-0.79x
+    against 1.02-1.15x of the cold sequential read for 7 GB of 16 KiB rows
+    in a 2 GiB cgroup, in two runs (docs/bigger_than_ram.md).
     """
     if mixing != "auto":
         return mixing == "rows"

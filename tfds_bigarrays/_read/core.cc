@@ -72,7 +72,7 @@ constexpr long kCachestat = SYS_cachestat;
 #else
 constexpr long kCachestat = 451;  // Linux 6.5, the same number on every architecture
 #endif
-constexpr int64_t kPieceBytes = 2 << 20;          // a huge page: the unit of fill_pieces (docs/design.md#tuning)
+constexpr int64_t kPieceBytes = 2 << 20;          // x86-64's huge page: the unit of fill_pieces (docs/design.md#tuning)
 constexpr int64_t kHugeOutputBytes = 4 << 20;     // outputs this big get huge pages (docs/design.md#tuning)
 constexpr int64_t kMinThreadBytes = 4 << 20;      // least bytes of a group's part per thread (docs/design.md#tuning)
 constexpr int64_t kMaxRows = int64_t{1} << 40;    // bounds that keep size products in int64
@@ -1225,8 +1225,8 @@ double tbr_reader::Advise(const std::vector<Run>& runs) {
 // huge folio. WILLNEED and random preads fill the cache with 4 KiB pages,
 // which a pread later copies from at about two thirds of the speed
 // (docs/page_cache_copy.md). The pieces are mapped only while the call runs
-// (at most a run's two pieces at a time), and it blocks the caller for the
-// disk. The seconds it took per run, 0 if nothing had to be read.
+// (one run's pieces at a time: a block's, two at most for blocks up to
+// 2 MiB), and it blocks the caller for the disk. The seconds it took per run, 0 if nothing had to be read.
 double tbr_reader::FillPieces(const std::vector<Run>& runs) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t frame = layout.frame_bytes;

@@ -142,6 +142,42 @@ def evict_files(paths) -> None:
             os.close(fd)
 
 
+def huge_cached_bytes(path) -> int:
+    """Bytes of file `path` that the page cache holds in huge (2 MiB) folios.
+
+    Maps the file at a 2 MiB boundary and touches every page (all must be
+    cached: a touch of a missing page would read it): the kernel maps a huge
+    folio whole (FilePmdMapped in /proc/self/smaps), 4 KiB pages one by one.
+    Per file, unlike /proc/meminfo's machine-wide FileHugePages.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 3 + [ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    piece, size = 2 << 20, os.path.getsize(path)
+    span = size + piece
+    area = libc.mmap(None, span, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
+    assert area not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    at = -(-area // piece) * piece
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = libc.mmap(at, size, 1, 0x11, fd, 0)  # PROT_READ, MAP_SHARED | MAP_FIXED
+        assert got == at, os.strerror(ctypes.get_errno())
+        libc.madvise(at, size, 14)  # MADV_HUGEPAGE
+        for offset in range(0, size, 4096):
+            ctypes.string_at(at + offset, 1)
+        with open("/proc/self/smaps") as f:
+            smaps = f.read()
+        vma = smaps[smaps.index(f"{at:x}-") :]
+        return int(vma[vma.index("FilePmdMapped:") :].split()[1]) << 10
+    finally:
+        libc.munmap(area, span)
+        os.close(fd)
+
+
 def memcpy_bytes_per_s(nbytes: int = 256 << 20, repeats: int = 5) -> float:
     """One core's memcpy bandwidth: the best of `repeats` copies of `nbytes`."""
     src = np.ones(nbytes, np.uint8)

@@ -34,19 +34,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _common import evict_files, memcpy_bytes_per_s, write_report  # noqa: E402
+from _common import evict_files, huge_cached_bytes, memcpy_bytes_per_s, write_report  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 PIECE = 2 * MiB
-
-
-def huge_pages_cached() -> int:
-    """Bytes of file pages cached in huge folios, machine-wide (FileHugePages)."""
-    for line in open("/proc/meminfo"):
-        if line.startswith("FileHugePages:"):
-            return int(line.split()[1]) << 10
-    return 0
 
 
 def fill_random_preads(path: pathlib.Path, size: int, rng) -> None:
@@ -146,11 +138,10 @@ def main() -> None:
     for name, fill in fills.items():
         rng = np.random.default_rng(7)
         evict_files([path])
-        before = huge_pages_cached()
         start = time.perf_counter()
         fill(path, size, rng)
         fill_rate = size / (time.perf_counter() - start)
-        huge = max(0, huge_pages_cached() - before) / size
+        huge = huge_cached_bytes(path) / size
         rows.append((name, pread_bytes_per_s(path, size, rng), fill_rate, huge))
         print(
             f"{name}: {rows[-1][1] / 1e9:.2f} GB/s, filled at {fill_rate / 1e9:.2f} GB/s",

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 from twins import epoch_twin, row_order_twin
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
+from _common import evict_files, huge_cached_bytes  # noqa: E402  (shared with page_cache_copy)
+
 import tfds_bigarrays as tb
 from tfds_bigarrays._format.layout import read_layout
 from tfds_bigarrays._format.permutation import Permutation
@@ -161,53 +164,6 @@ def test_dealt_windows_read_by_several_threads_follow_their_twin(wide, mapped):
         _equal(r.read_group(g, 11), {k: v[rows] for k, v in want.items()})
 
 
-def _evict(filenames) -> None:
-    """Drops the files' pages from the page cache (no root needed)."""
-    for name in filenames:
-        fd = os.open(name, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # dirty pages are written, not dropped
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def _huge_cached(name: str) -> int:
-    """Bytes of file `name` that the page cache holds in huge (2 MiB) folios.
-
-    Maps the file at a 2 MiB boundary and touches every page (all cached: a
-    touch reads nothing): the kernel maps a huge folio whole (FilePmdMapped
-    in /proc/self/smaps), 4 KiB pages one by one. Per file, unlike
-    /proc/meminfo's machine-wide FileHugePages.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 3 + [ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    piece, size = 2 << 20, os.path.getsize(name)
-    span = size + piece
-    area = libc.mmap(None, span, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
-    assert area not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
-    at = -(-area // piece) * piece
-    fd = os.open(name, os.O_RDONLY)
-    try:
-        got = libc.mmap(at, size, 1, 0x11, fd, 0)  # PROT_READ, MAP_SHARED | MAP_FIXED
-        assert got == at, os.strerror(ctypes.get_errno())
-        libc.madvise(at, size, 14)  # MADV_HUGEPAGE
-        for offset in range(0, size, 4096):
-            ctypes.string_at(at + offset, 1)
-        smaps = open("/proc/self/smaps").read()
-        vma = smaps[smaps.index(f"{at:x}-") :]
-        field = vma[vma.index("FilePmdMapped:") :].split()
-        return int(field[1]) << 10
-    finally:
-        libc.munmap(area, span)
-        os.close(fd)
-
-
 FILL = dict(block_rows=2, group_blocks=64, window_groups=4, shuffle=True, lookahead=6)
 
 
@@ -218,7 +174,7 @@ def _read_epoch(r: core.Reader, seed: int) -> list[dict]:
 @pytest.mark.parametrize("threads", [1, 2])
 def test_filled_pieces_change_no_row(wide, threads):
     want = oracle(wide)
-    _evict({r.filename for r in shard_reads(wide)})
+    evict_files({r.filename for r in shard_reads(wide)})
     r = reader(wide, fill_pieces=True, read_threads=threads, **FILL)
     twin = epoch_twin(r.num_rows, 2, 64, 5, 4)
     for got, rows in zip(_read_epoch(r, 5), twin, strict=True):
@@ -230,9 +186,9 @@ def test_filled_pieces_come_in_huge_pages(wide):
     total = sum(os.path.getsize(name) for name in files)
 
     def cached_huge(read) -> int:
-        _evict(files)
+        evict_files(files)
         read()
-        return sum(_huge_cached(name) for name in files)
+        return sum(huge_cached_bytes(name) for name in files)
 
     def faulted_with_huge_pages() -> None:  # the kernel's own way, without the core
         import mmap
@@ -255,10 +211,10 @@ def test_filled_pieces_come_in_huge_pages(wide):
 def test_a_shard_truncated_under_a_filling_reader_is_named(wide):
     files = sorted({r.filename for r in shard_reads(wide)})
     r = reader(wide, fill_pieces=True, **FILL)
-    _evict(files)
+    evict_files(files)
     r.read_group(0, 5)  # descriptors held, the look-ahead's pieces filled
     os.truncate(files[-1], os.path.getsize(files[-1]) // 2)
-    _evict(files)
+    evict_files(files)
     with pytest.raises(core.ShardReadError, match=f"Shard {files[-1]} could not be read"):
         _read_epoch(r, 5)
 

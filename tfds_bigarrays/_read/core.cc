@@ -1249,7 +1249,9 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
       const int64_t p0 = from / kPieceBytes * kPieceBytes;
       const size_t len = static_cast<size_t>(
           std::min(size, (to + kPieceBytes - 1) / kPieceBytes * kPieceBytes) - p0);
-      void* base = cached == 0 ? mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, p0) : MAP_FAILED;
+      void* base = cached == 0 && FillWorks().load()
+                       ? mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, p0)
+                       : MAP_FAILED;
       if (base != MAP_FAILED) {
         // MADV_RANDOM: a huge-page fault otherwise reads the next piece too.
         done = madvise(base, len, MADV_RANDOM) == 0 && madvise(base, len, MADV_HUGEPAGE) == 0 &&

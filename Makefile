@@ -26,6 +26,10 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg setup.py pyproject.toml tfds_bigarrays/_read/core.cc tfds_bigarrays/_read/core.h \
 		tfds_bigarrays/_read/op.cc tfds_bigarrays/_read/build.py
+	@free=$$(df -Pk . | awk 'NR == 2 { print int($$4 / 1048576) }'); \
+	if [ "$$free" -lt 6 ]; then echo "make: warning: $$free GB free on this disk;" \
+		".venv takes 4.5 GB and the tests write up to 2 GB more: free some space" \
+		"if pip stops with 'No space left on device'" >&2; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(call retry,$(PIP) install --upgrade pip setuptools wheel)
 	# The op is compiled against TensorFlow at install: install it first (the

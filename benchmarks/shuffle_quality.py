@@ -141,13 +141,19 @@ def main() -> None:
     unknown = sorted(set(sizes) - set(SIZES))
     if unknown:
         parser.error(f"--sizes {unknown}: use some of {','.join(map(str, SIZES))}")
+    # The datasets take GBs at the biggest row sizes: they go with the run.
+    with tempfile.TemporaryDirectory(prefix="shuffle_quality_") as work:
+        measure(args, sizes, pathlib.Path(work))
+
+
+def measure(args: argparse.Namespace, sizes: list[int], work: pathlib.Path) -> None:
+    """Measures every configuration on datasets built under `work`; writes the report."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     import tfds_bigarrays as tb
 
     n = args.rows
-    work = pathlib.Path(tempfile.mkdtemp(prefix="shuffle_quality_"))
     # Rows of 32 float32 plus their index: the small-row case, where blocks
     # hold the most rows and shuffling is hardest.
     i = np.arange(n, dtype=np.int64)

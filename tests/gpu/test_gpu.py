@@ -214,7 +214,11 @@ def test_wrapper_refuses_a_bad_limit(tmp_path):
     assert "ran" not in result.stdout
 
 
-def test_gpu_run_starts_planned_processes(tmp_path):
+def test_gpu_run_starts_planned_processes(tmp_path, monkeypatch):
+    # The runner's report folder must not outlive the run.
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
     script = tmp_path / "job.py"
     script.write_text(
         textwrap.dedent("""
@@ -242,5 +246,6 @@ def test_gpu_run_starts_planned_processes(tmp_path):
     assert "[1] cap 3072 index 1" in result.stdout
     assert "| 1 | 1 | n/a (no GPU) |" in result.stdout
     assert result.returncode == 1
+    assert list(tmpdir.iterdir()) == []
     bad = run_cli("gpu", "run", "--models", "9", "--card-mb", "8192", "--", "true")
     assert bad.returncode == 2 and "9 models do not fit a 8192 MB card" in bad.stderr

@@ -37,8 +37,13 @@ def _write_report() -> None:
     peaks = {}
     for device in device_api().physical_devices("GPU"):
         peaks[device.name] = device_api().peak_memory_bytes(device)
-    with open(path, "w") as f:
-        json.dump({"peak_bytes": peaks}, f)
+    try:
+        with open(path, "w") as f:
+            json.dump({"peak_bytes": peaks}, f)
+    except FileNotFoundError:
+        # The runner that asked for the report was interrupted and took its
+        # folder with it: nobody is left to read the report.
+        pass
 
 
 def wrapper_main(argv: Sequence[str] | None = None) -> int:
@@ -136,52 +141,55 @@ def run_many(commands: Sequence[Sequence[str]], *, cap_mb: int, stream=None) -> 
                 "give one after --, e.g. -- python train.py."
             )
     lock = threading.Lock()
-    tmp = tempfile.mkdtemp(prefix="tfds_bigarrays_gpu_")
-    procs = []
-    for i, command in enumerate(commands):
-        env = {
-            **os.environ,
-            ENV_MEMORY_MB: str(cap_mb),
-            ENV_INDEX: str(i),
-            ENV_REPORT: os.path.join(tmp, f"{i}.json"),
-            "PYTHONUNBUFFERED": "1",
-        }
-        proc = subprocess.Popen(
-            _wrap(command),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
-        procs.append(proc)
-
-    def pump(i: int, proc: subprocess.Popen) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with lock:
-                stream.write(f"[{i}] {line}")
-                stream.flush()
-
-    threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
-    for t in threads:
-        t.start()
-    results = []
-    for i, (proc, t) in enumerate(zip(procs, threads, strict=True)):
-        code = proc.wait()
-        t.join()
-        peaks: dict[str, int | None] = {}
-        report = os.path.join(tmp, f"{i}.json")
-        if os.path.exists(report):
-            with open(report) as f:
-                peaks = json.load(f)["peak_bytes"]
-        results.append(
-            ProcessResult(
-                index=i,
-                command=tuple(commands[i]),
-                cap_mb=cap_mb,
-                returncode=code,
-                peak_bytes=peaks,
+    # Each process reports its peak memory into this folder; it goes with the run.
+    with tempfile.TemporaryDirectory(prefix="tfds_bigarrays_gpu_") as tmp:
+        procs = []
+        for i, command in enumerate(commands):
+            env = {
+                **os.environ,
+                ENV_MEMORY_MB: str(cap_mb),
+                ENV_INDEX: str(i),
+                ENV_REPORT: os.path.join(tmp, f"{i}.json"),
+                "PYTHONUNBUFFERED": "1",
+            }
+            proc = subprocess.Popen(
+                _wrap(command),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
             )
-        )
+            procs.append(proc)
+
+        def pump(i: int, proc: subprocess.Popen) -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                with lock:
+                    stream.write(f"[{i}] {line}")
+                    stream.flush()
+
+        threads = [
+            threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)
+        ]
+        for t in threads:
+            t.start()
+        results = []
+        for i, (proc, t) in enumerate(zip(procs, threads, strict=True)):
+            code = proc.wait()
+            t.join()
+            peaks: dict[str, int | None] = {}
+            report = os.path.join(tmp, f"{i}.json")
+            if os.path.exists(report):
+                with open(report) as f:
+                    peaks = json.load(f)["peak_bytes"]
+            results.append(
+                ProcessResult(
+                    index=i,
+                    command=tuple(commands[i]),
+                    cap_mb=cap_mb,
+                    returncode=code,
+                    peak_bytes=peaks,
+                )
+            )
     return results

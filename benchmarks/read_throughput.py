@@ -19,6 +19,9 @@ Contenders, each in a fresh process (so peak RSS is its own), batch 256:
   ours-crc32 ours with the CRC32C of records computed by four streams of the
              CRC32 instruction instead of AVX-512 folding (what the folding
              earns; the same as ours on CPUs without AVX-512)
+  ours-shared  ours, reading shards that it neither owns nor may write (a
+             team's shared dataset; needs root: the shards are given to
+             nobody, and the reader runs without capabilities)
 
 Row kinds: 32 float32 ("small", 128 B), 32x32 ("medium", 4 KiB), 64x64
 ("image", 16 KiB), 128x128 ("big", 64 KiB) and 256x128 float32 ("huge", 128
@@ -52,9 +55,11 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _common import (  # noqa: E402
+    WITHOUT_CAPABILITIES,
     build_ours,
     emit,
     evict_files,
+    give_away,
     measure_epochs,
     memcpy_bytes_per_s,
     peak_rss_bytes,
@@ -84,6 +89,7 @@ CONTENDERS = (
     "ours",
     "ours-mapped",
     "ours-crc32",
+    "ours-shared",
 )
 SEED_SHUFFLE = 3000
 
@@ -183,7 +189,7 @@ def make(contender: str, src: pathlib.Path, kind: str):
             as_supervised=True,
         )
         return ds.shuffle(SEED_SHUFFLE).batch(BATCH).prefetch(tf.data.AUTOTUNE)
-    if contender in ("ours", "ours-sequential", "ours-mapped", "ours-crc32"):
+    if contender in ("ours", "ours-sequential", "ours-mapped", "ours-crc32", "ours-shared"):
         import tfds_bigarrays as tb
 
         if contender == "ours-crc32":
@@ -287,6 +293,10 @@ def measure(
     `own_epoch`: after its files leave the page cache, it reads one epoch
     unmeasured first (see the module docstring).
     """
+    prefix: tuple[str, ...] = ()
+    if contender == "ours-shared":  # the other contenders, as root, may still ask the cache
+        give_away(p for p in (work / kind / "ours").rglob("*") if p.is_file())
+        prefix = WITHOUT_CAPABILITIES
     return run_child(
         str(HERE),
         "--contender",
@@ -302,6 +312,7 @@ def measure(
         "--warmup",
         str(warmup),
         *(["--own-epoch"] if own_epoch else []),
+        prefix=prefix,
     )
 
 
@@ -355,6 +366,9 @@ def main() -> None:
     print(f"memcpy, one core: {memcpy / 1e9:.2f} GB/s", flush=True)
     results = []
     contenders = ["in-memory", *(c for c in args.contenders.split(",") if c != "in-memory")]
+    if "ours-shared" in contenders and os.geteuid() != 0:
+        print("ours-shared needs root (to give the shards to another user): left out")
+        contenders.remove("ours-shared")
     for kind in kinds:
         print(f"preparing {kind} ({rows[kind]:,} rows)", flush=True)
         prepare(work, kind, rows[kind], stock=True)
@@ -494,7 +508,9 @@ def main() -> None:
         "and the table shows medians; command: "
         "`.venv/bin/python benchmarks/read_throughput.py"
         f"{' --quick' if args.quick else ''}"
-        f"{'' if args.kinds == ','.join(KINDS) else ' --kinds ' + args.kinds}`.\n\n"
+        f"{'' if args.kinds == ','.join(KINDS) else ' --kinds ' + args.kinds}"
+        f"{'' if args.contenders == ','.join(CONTENDERS) else ' --contenders ' + args.contenders}"
+        f"{'' if out == ROOT / 'docs' else ' --out ' + os.path.relpath(out, ROOT)}`.\n\n"
         + "\n".join(lines)
         + "\n"
     )

@@ -7,6 +7,9 @@ No TensorFlow here.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import pickle
 import subprocess
@@ -18,7 +21,12 @@ import pytest
 from twins import epoch_twin, row_order_twin
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
-from _common import evict_files, huge_cached_bytes  # noqa: E402  (shared with page_cache_copy)
+from _common import (  # noqa: E402  (shared with the benchmarks)
+    WITHOUT_CAPABILITIES,
+    evict_files,
+    give_away,
+    huge_cached_bytes,
+)
 
 import tfds_bigarrays as tb
 from tfds_bigarrays._format.layout import read_layout
@@ -181,15 +189,14 @@ def test_filled_pieces_change_no_row(wide, threads):
         _equal(got, {k: v[rows] for k, v in want.items()})
 
 
-def test_filled_pieces_come_in_huge_pages(wide):
-    files = sorted({r.filename for r in shard_reads(wide)})
-    total = sum(os.path.getsize(name) for name in files)
+def _cached_huge(files, read) -> int:
+    """Bytes of `files` in huge folios after `read()` from an evicted cache."""
+    evict_files(files)
+    read()
+    return sum(huge_cached_bytes(name) for name in files)
 
-    def cached_huge(read) -> int:
-        evict_files(files)
-        read()
-        return sum(huge_cached_bytes(name) for name in files)
 
+def _skip_without_huge_folios(files) -> None:
     def faulted_with_huge_pages() -> None:  # the kernel's own way, without the core
         import mmap
 
@@ -200,12 +207,70 @@ def test_filled_pieces_come_in_huge_pages(wide):
                     m[at]
 
     # Large folios on ext4 arrived in Linux 6.16; other file systems differ.
-    if cached_huge(faulted_with_huge_pages) < 2 << 20:
+    if _cached_huge(files, faulted_with_huge_pages) < 2 << 20:
         pytest.skip("this kernel or file system caches no file in huge folios")
+
+
+def test_filled_pieces_come_in_huge_pages(wide):
+    files = sorted({r.filename for r in shard_reads(wide)})
+    total = sum(os.path.getsize(name) for name in files)
+    _skip_without_huge_folios(files)
     # Pieces of 2 MiB over every shard of 5 MiB: all but the tails.
-    assert cached_huge(lambda: _read_epoch(reader(wide, fill_pieces=True, **FILL), 5)) >= total // 2
+    epoch = lambda **kw: lambda: _read_epoch(reader(wide, **FILL, **kw), 5)  # noqa: E731
+    assert _cached_huge(files, epoch(fill_pieces=True)) >= total // 2
     # Announced blocks alone come in 4 KiB pages.
-    assert cached_huge(lambda: _read_epoch(reader(wide, **FILL), 5)) == 0
+    assert _cached_huge(files, epoch()) == 0
+
+
+_AS_ANOTHER_USER = """
+import ctypes, hashlib, json, os, sys
+from tfds_bigarrays._format.layout import read_layout
+from tfds_bigarrays._read import core
+from tfds_bigarrays._read.plan import ShardRead
+reads = [ShardRead(**r) for r in json.loads(sys.argv[1])]
+# The premise: the kernel will not say which of these pages are cached.
+fd = os.open(reads[0].filename, os.O_RDONLY)
+args = (ctypes.c_uint64 * 2)(0, 4096), (ctypes.c_uint64 * 5)()
+refused = ctypes.CDLL(None, use_errno=True).syscall(451, fd, *args, 0) != 0
+print("cannot tell" if refused else "cachestat answered")
+r = core.Reader(reads, read_layout(sys.argv[2]).codec(), fill_pieces=True, **json.loads(sys.argv[3]))
+groups = [r.read_group(g, 5) for g in range(r.num_groups)]
+print(json.dumps([[int(i) for i in g["i"]] for g in groups]))
+print(hashlib.sha256(b"".join(g["x"].tobytes() for g in groups)).hexdigest())
+"""
+
+
+def test_pieces_of_shards_the_reader_may_not_write_are_filled_too(wide):
+    # cachestat (like mincore) answers only for files the process owns or
+    # may write: a team's shared datasets, read by other users. The reader
+    # here is root without capabilities, over shards given to nobody.
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the shards to another user")
+    reads = shard_reads(wide)
+    files = sorted({r.filename for r in reads})
+    total = sum(os.path.getsize(name) for name in files)
+    _skip_without_huge_folios(files)
+    give_away(files)
+    reads_json = json.dumps([dataclasses.asdict(r) for r in reads])
+    command = [*WITHOUT_CAPABILITIES, sys.executable, "-c", _AS_ANOTHER_USER, reads_json]
+    command += [os.fspath(wide.data_path), json.dumps(FILL)]
+    outs = []
+
+    def read_as_another_user() -> None:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(proc.stdout.splitlines())
+
+    assert _cached_huge(files, read_as_another_user) >= total // 2
+    # Again with every piece cached: each is told cached by its first fault.
+    read_as_another_user()
+    want = oracle(wide)
+    rows = np.concatenate(epoch_twin(want["i"].size, 2, 64, 5, 4))
+    digest = hashlib.sha256(want["x"][rows].tobytes()).hexdigest()
+    for premise, order, got in outs:
+        assert premise == "cannot tell"  # else this reads as the test above does
+        assert np.concatenate(json.loads(order)).tolist() == want["i"][rows].tolist()
+        assert got == digest
 
 
 def test_a_shard_truncated_under_a_filling_reader_is_named(wide):

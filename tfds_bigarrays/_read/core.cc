@@ -73,6 +73,7 @@ constexpr long kCachestat = SYS_cachestat;
 constexpr long kCachestat = 451;  // Linux 6.5, the same number on every architecture
 #endif
 constexpr int64_t kPieceBytes = 2 << 20;          // x86-64's huge page: the unit of fill_pieces (docs/design.md#tuning)
+constexpr double kColdFaultSeconds = 100e-6;      // a piece's first fault, warm under 25 us (docs/design.md#tuning)
 constexpr int64_t kHugeOutputBytes = 4 << 20;     // outputs this big get huge pages (docs/design.md#tuning)
 constexpr int64_t kMinThreadBytes = 4 << 20;      // least bytes of a group's part per thread (docs/design.md#tuning)
 constexpr int64_t kMaxRows = int64_t{1} << 40;    // bounds that keep size products in int64
@@ -982,17 +983,16 @@ bool Finish(const Job& job, int64_t n, const std::vector<Run>& runs,
 }
 
 // Whether fill_pieces works in this process: off for good once the kernel
-// refused a huge-page fill or could not tell a cached page.
+// refused a huge-page fill.
 std::atomic<bool>& FillWorks() {
   static std::atomic<bool>* works = new std::atomic<bool>(true);  // never destroyed
   return *works;
 }
 
-// Whether bytes [from, to) of `fd` are all in the page cache (1), not (0),
-// not to be told for this file (-1: cachestat, like mincore, answers only for
-// files the process owns or may write), or not by this kernel (-2: cachestat
-// arrived in Linux 6.5). A read that may not wait would not do: it starts a
-// readahead of 4 KiB pages.
+// Whether bytes [from, to) of `fd` are all in the page cache (1), not (0), or
+// not to be told (-1): cachestat arrived in Linux 6.5 and, like mincore,
+// answers only for files the process owns or may write. A read that may not
+// wait would not do: it starts a readahead of 4 KiB pages.
 int Cached(int fd, int64_t from, int64_t to) {
   struct {
     uint64_t off, len;
@@ -1000,7 +1000,7 @@ int Cached(int fd, int64_t from, int64_t to) {
   struct {
     uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
   } stat = {};
-  if (syscall(kCachestat, fd, &range, &stat, 0) != 0) return errno == ENOSYS ? -2 : -1;
+  if (syscall(kCachestat, fd, &range, &stat, 0) != 0) return -1;
   const int64_t page = sysconf(_SC_PAGESIZE);
   return static_cast<int64_t>(stat.nr_cache) >= (to - 1) / page - from / page + 1 ? 1 : 0;
 }
@@ -1226,11 +1226,21 @@ double tbr_reader::Advise(const std::vector<Run>& runs) {
 // which a pread later copies from at about two thirds of the speed
 // (docs/page_cache_copy.md). The pieces are mapped only while the call runs
 // (one run's pieces at a time: a block's, two at most for blocks up to
-// 2 MiB), and it blocks the caller for the disk. The seconds it took per run, 0 if nothing had to be read.
+// 2 MiB), and it blocks the caller for the disk. The seconds it took per
+// run, 0 if nothing had to be read.
+//
+// Where the cache cannot be asked (see Cached), each piece's first page of
+// the run is faulted alone: a huge-page fault on a page not cached reads the
+// whole piece, one on a cached page (4 KiB or huge) only maps it. Its time
+// tells which it was (docs/design.md#tuning), and the run is announced too,
+// for pages of a piece cached only in part.
 double tbr_reader::FillPieces(const std::vector<Run>& runs) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t frame = layout.frame_bytes;
+  const int64_t page = sysconf(_SC_PAGESIZE);
   bool filled = false;
+  double fault_seconds = 0;
+  int64_t faults = 0;
   Error ignored;
   for (const Run& run : runs) {
     const File& file = files[file_of_read[run.read]];
@@ -1241,28 +1251,38 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
     int fd;
     if (!Descriptors::Get().Acquire(file.name, file.identity, &fd, &ignored)) continue;
     const int cached = Cached(fd, from, to);
-    if (cached == -2) FillWorks() = false;
     if (cached != 1) {
-      // Where it cannot be told whether the rows are cached, they are announced.
-      filled = true;
-      bool done = false;
+      bool done = false, announce = true;
       const int64_t p0 = from / kPieceBytes * kPieceBytes;
       const size_t len = static_cast<size_t>(
           std::min(size, (to + kPieceBytes - 1) / kPieceBytes * kPieceBytes) - p0);
-      void* base = cached == 0 && FillWorks().load()
-                       ? mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, p0)
-                       : MAP_FAILED;
+      void* base = FillWorks().load() ? mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, p0)
+                                      : MAP_FAILED;
       if (base != MAP_FAILED) {
+        uint8_t* const at = static_cast<uint8_t*>(base);
         // MADV_RANDOM: a huge-page fault otherwise reads the next piece too.
-        done = madvise(base, len, MADV_RANDOM) == 0 && madvise(base, len, MADV_HUGEPAGE) == 0 &&
-               madvise(base, len, kPopulateRead) == 0;
+        done = madvise(base, len, MADV_RANDOM) == 0 && madvise(base, len, MADV_HUGEPAGE) == 0;
+        if (done && cached == 0) {
+          done = madvise(base, len, kPopulateRead) == 0;
+          announce = !done;
+        }
+        for (int64_t p = p0; done && cached != 0 && p < to; p += kPieceBytes) {
+          const auto t = std::chrono::steady_clock::now();
+          done = madvise(at + std::max(p, from) / page * page - p0, page, kPopulateRead) == 0;
+          if (!done) break;  // errno is the fault's
+          fault_seconds +=
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+          faults++;
+        }
         if (!done && errno == EINVAL) FillWorks() = false;  // before Linux 5.14, or no THP
         munmap(base, len);
       }
-      if (!done) posix_fadvise(fd, from, to - from, POSIX_FADV_WILLNEED);
+      if (cached == 0 || !done) filled = true;  // read, or announced alone as Advise does
+      if (announce) posix_fadvise(fd, from, to - from, POSIX_FADV_WILLNEED);
     }
     Descriptors::Get().Release(file.identity);
   }
+  if (faults > 0 && fault_seconds > kColdFaultSeconds * static_cast<double>(faults)) filled = true;
   return filled ? SecondsPerRun(start, runs.size()) : 0;
 }
 

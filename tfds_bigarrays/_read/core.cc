@@ -989,6 +989,14 @@ std::atomic<bool>& FillWorks() {
   return *works;
 }
 
+// Whether FillPieces last found cold the pieces that it cannot ask the cache
+// about (see Cached). For the process, not a reader: every epoch makes new
+// readers, and each would fault its first look-ahead's pieces again.
+std::atomic<bool>& PiecesCold() {
+  static std::atomic<bool>* cold = new std::atomic<bool>(true);  // never destroyed
+  return *cold;
+}
+
 // Whether bytes [from, to) of `fd` are all in the page cache (1), not (0), or
 // not to be told (-1): cachestat arrived in Linux 6.5 and, like mincore,
 // answers only for files the process owns or may write. A read that may not
@@ -1231,16 +1239,19 @@ double tbr_reader::Advise(const std::vector<Run>& runs) {
 //
 // Where the cache cannot be asked (see Cached), each piece's first page of
 // the run is faulted alone: a huge-page fault on a page not cached reads the
-// whole piece, one on a cached page (4 KiB or huge) only maps it. Its time
-// tells which it was (docs/design.md#tuning), and the run is announced too,
-// for pages of a piece cached only in part.
+// whole piece, one on a cached page (4 KiB or huge) only maps it. Their
+// time tells which it was (docs/design.md#tuning), and the run is announced
+// too, for pages of a piece cached only in part. Once the faults find the
+// pieces cached, runs are only announced (the mappings cost about 25 us a
+// run while other threads read), until announcing them takes the kernel time.
 double tbr_reader::FillPieces(const std::vector<Run>& runs) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t frame = layout.frame_bytes;
   const int64_t page = sysconf(_SC_PAGESIZE);
+  const bool probe = PiecesCold().load();
   bool filled = false;
-  double fault_seconds = 0;
-  int64_t faults = 0;
+  double fault_seconds = 0, announce_seconds = 0;
+  int64_t faults = 0, announced = 0;
   Error ignored;
   for (const Run& run : runs) {
     const File& file = files[file_of_read[run.read]];
@@ -1251,7 +1262,14 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
     int fd;
     if (!Descriptors::Get().Acquire(file.name, file.identity, &fd, &ignored)) continue;
     const int cached = Cached(fd, from, to);
-    if (cached != 1) {
+    if (cached == -1 && !probe) {
+      filled = true;  // announced alone, as Advise does
+      const auto t = std::chrono::steady_clock::now();
+      posix_fadvise(fd, from, to - from, POSIX_FADV_WILLNEED);
+      announce_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+      announced++;
+    } else if (cached != 1) {
       bool done = false, announce = true;
       const int64_t p0 = from / kPieceBytes * kPieceBytes;
       const size_t len = static_cast<size_t>(
@@ -1282,7 +1300,13 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
     }
     Descriptors::Get().Release(file.identity);
   }
-  if (faults > 0 && fault_seconds > kColdFaultSeconds * static_cast<double>(faults)) filled = true;
+  if (faults > 0) {
+    const bool cold_faults = fault_seconds > kColdFaultSeconds * static_cast<double>(faults);
+    PiecesCold() = cold_faults;
+    if (cold_faults) filled = true;
+  } else if (announced > 0 && announce_seconds > kColdHintSeconds * static_cast<double>(announced)) {
+    PiecesCold() = true;  // the kernel had to start reads: pieces were evicted
+  }
   return filled ? SecondsPerRun(start, runs.size()) : 0;
 }
 

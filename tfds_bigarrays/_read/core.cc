@@ -73,7 +73,7 @@ constexpr long kCachestat = SYS_cachestat;
 constexpr long kCachestat = 451;  // Linux 6.5, the same number on every architecture
 #endif
 constexpr int64_t kPieceBytes = 2 << 20;          // x86-64's huge page: the unit of fill_pieces (docs/design.md#tuning)
-constexpr double kColdFaultSeconds = 100e-6;      // a piece's first fault, warm under 25 us (docs/design.md#tuning)
+constexpr double kColdFaultSeconds = 100e-6;      // a piece's first fault: warm 5-22 us, cold over 1 ms (docs/design.md#tuning)
 constexpr int64_t kHugeOutputBytes = 4 << 20;     // outputs this big get huge pages (docs/design.md#tuning)
 constexpr int64_t kMinThreadBytes = 4 << 20;      // least bytes of a group's part per thread (docs/design.md#tuning)
 constexpr int64_t kMaxRows = int64_t{1} << 40;    // bounds that keep size products in int64
@@ -1242,8 +1242,9 @@ double tbr_reader::Advise(const std::vector<Run>& runs) {
 // whole piece, one on a cached page (4 KiB or huge) only maps it. Their
 // time tells which it was (docs/design.md#tuning), and the run is announced
 // too, for pages of a piece cached only in part. Once the faults find the
-// pieces cached, runs are only announced (the mappings cost about 25 us a
-// run while other threads read), until announcing them takes the kernel time.
+// pieces cached, the process only announces runs (a mapping costs about
+// 30 us of CPU a run while other threads read), until announcing them takes
+// the kernel time.
 double tbr_reader::FillPieces(const std::vector<Run>& runs) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t frame = layout.frame_bytes;

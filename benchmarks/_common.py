@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
 # Runs a command as root without capabilities (util-linux's setpriv): a reader
-# of the files `give_away` gave to another user, as that user would read them.
+# of the files `given_away` gives to another user, as that user would read them.
 # Unlike a switch to that user, the interpreter and its venv stay readable.
 WITHOUT_CAPABILITIES = ("setpriv", "--bounding-set", "-all", "--inh-caps", "-all")
 
 
-def give_away(files: Iterable[os.PathLike | str]) -> None:
-    """Gives `files` to nobody, read-only (needs root): a team's shared dataset."""
-    for name in files:
-        os.chown(name, 65534, 65534)
-        os.chmod(name, 0o444)
+@contextlib.contextmanager
+def given_away(files: Iterable[os.PathLike | str]) -> Iterator[None]:
+    """Gives `files` to nobody, read-only, while the block runs (needs root).
+
+    A team's shared dataset, for a reader under `WITHOUT_CAPABILITIES`.
+    """
+    was = {name: os.stat(name) for name in files}
+    try:
+        for name in was:
+            os.chown(name, 65534, 65534)
+            os.chmod(name, 0o444)
+        yield
+    finally:
+        for name, st in was.items():
+            os.chown(name, st.st_uid, st.st_gid)
+            os.chmod(name, st.st_mode & 0o7777)
 
 
 def peak_rss_bytes() -> int:

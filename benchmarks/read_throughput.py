@@ -59,7 +59,7 @@ from _common import (  # noqa: E402
     build_ours,
     emit,
     evict_files,
-    give_away,
+    given_away,
     measure_epochs,
     memcpy_bytes_per_s,
     peak_rss_bytes,
@@ -293,27 +293,26 @@ def measure(
     `own_epoch`: after its files leave the page cache, it reads one epoch
     unmeasured first (see the module docstring).
     """
-    prefix: tuple[str, ...] = ()
-    if contender == "ours-shared":  # the other contenders, as root, may still ask the cache
-        give_away(p for p in (work / kind / "ours").rglob("*") if p.is_file())
-        prefix = WITHOUT_CAPABILITIES
-    return run_child(
-        str(HERE),
-        "--contender",
-        contender,
-        "--kind",
-        kind,
-        "--src",
-        str(work / kind),
-        "--epochs",
-        str(epochs),
-        "--seconds",
-        str(seconds),
-        "--warmup",
-        str(warmup),
-        *(["--own-epoch"] if own_epoch else []),
-        prefix=prefix,
-    )
+    shared = contender == "ours-shared"
+    files = [p for p in (work / kind / "ours").rglob("*") if p.is_file()] if shared else []
+    with given_away(files):
+        return run_child(
+            str(HERE),
+            "--contender",
+            contender,
+            "--kind",
+            kind,
+            "--src",
+            str(work / kind),
+            "--epochs",
+            str(epochs),
+            "--seconds",
+            str(seconds),
+            "--warmup",
+            str(warmup),
+            *(["--own-epoch"] if own_epoch else []),
+            prefix=WITHOUT_CAPABILITIES if shared else (),
+        )
 
 
 def main() -> None:
@@ -366,8 +365,8 @@ def main() -> None:
     print(f"memcpy, one core: {memcpy / 1e9:.2f} GB/s", flush=True)
     results = []
     contenders = ["in-memory", *(c for c in args.contenders.split(",") if c != "in-memory")]
-    if "ours-shared" in contenders and os.geteuid() != 0:
-        print("ours-shared needs root (to give the shards to another user): left out")
+    if "ours-shared" in contenders and (os.geteuid() != 0 or not shutil.which("setpriv")):
+        print("ours-shared needs root (to give the shards to another user) and setpriv: left out")
         contenders.remove("ours-shared")
     for kind in kinds:
         print(f"preparing {kind} ({rows[kind]:,} rows)", flush=True)

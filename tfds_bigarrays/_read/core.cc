@@ -35,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -989,13 +990,38 @@ std::atomic<bool>& FillWorks() {
   return *works;
 }
 
-// Whether FillPieces last found cold the pieces that it cannot ask the cache
-// about (see Cached). For the process, not a reader: every epoch makes new
-// readers, and each would fault its first look-ahead's pieces again.
-std::atomic<bool>& PiecesCold() {
-  static std::atomic<bool>* cold = new std::atomic<bool>(true);  // never destroyed
-  return *cold;
-}
+// The files whose pieces FillPieces found cached where it cannot ask the
+// cache (see Cached): their runs are only announced. For the process, not a
+// reader: every epoch makes new readers, and each would fault its
+// look-ahead's pieces again.
+class WarmFiles {
+ public:
+  static WarmFiles& Get() {
+    static WarmFiles* files = [] {
+      auto* made = new WarmFiles;  // never destroyed: threads may read at exit
+      HoldAcrossFork<WarmFiles>();
+      return made;
+    }();
+    return *files;
+  }
+  std::mutex& mutex() { return mu_; }
+  bool Has(const Identity& file) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return warm_.count(file) > 0;
+  }
+  void Set(const Identity& file, bool warm) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (warm) {
+      warm_.insert(file);
+    } else {
+      warm_.erase(file);
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::set<Identity> warm_;
+};
 
 // Whether bytes [from, to) of `fd` are all in the page cache (1), not (0), or
 // not to be told (-1): cachestat arrived in Linux 6.5 and, like mincore,
@@ -1013,9 +1039,12 @@ int Cached(int fd, int64_t from, int64_t to) {
   return static_cast<int64_t>(stat.nr_cache) >= (to - 1) / page - from / page + 1 ? 1 : 0;
 }
 
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
 double SecondsPerRun(std::chrono::steady_clock::time_point start, size_t runs) {
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return s / static_cast<double>(std::max<size_t>(1, runs));
+  return Seconds(start) / static_cast<double>(std::max<size_t>(1, runs));
 }
 
 }  // namespace
@@ -1237,22 +1266,22 @@ double tbr_reader::Advise(const std::vector<Run>& runs) {
 // 2 MiB), and it blocks the caller for the disk. The seconds it took per
 // run, 0 if nothing had to be read.
 //
-// Where the cache cannot be asked (see Cached), each piece's first page of
-// the run is faulted alone: a huge-page fault on a page not cached reads the
+// Where the cache cannot be asked (see Cached), the run's first page in each
+// of its pieces is faulted alone: a huge-page fault on a page not cached reads the
 // whole piece, one on a cached page (4 KiB or huge) only maps it. Their
 // time tells which it was (docs/design.md#tuning), and the run is announced
-// too, for pages of a piece cached only in part. Once the faults find the
-// pieces cached, the process only announces runs (a mapping costs about
-// 30 us of CPU a run while other threads read), until announcing them takes
-// the kernel time.
+// too, for pages of a piece cached only in part. Once a call's faults on a
+// file were all fast, the process only announces its runs (a mapping costs
+// about 30 us of CPU a run while other threads read), until announcing one
+// takes the kernel time.
 double tbr_reader::FillPieces(const std::vector<Run>& runs) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t frame = layout.frame_bytes;
   const int64_t page = sysconf(_SC_PAGESIZE);
-  const bool probe = PiecesCold().load();
   bool filled = false;
-  double fault_seconds = 0, announce_seconds = 0;
-  int64_t faults = 0, announced = 0;
+  // Per file of the runs that could not be asked about: faults (all fast,
+  // or not) or announcements (whether one took the kernel time).
+  std::map<int64_t, bool> probed, announced;
   Error ignored;
   for (const Run& run : runs) {
     const File& file = files[file_of_read[run.read]];
@@ -1263,13 +1292,13 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
     int fd;
     if (!Descriptors::Get().Acquire(file.name, file.identity, &fd, &ignored)) continue;
     const int cached = Cached(fd, from, to);
-    if (cached == -1 && !probe) {
+    const int64_t index = file_of_read[run.read];
+    if (cached == -1 && WarmFiles::Get().Has(file.identity)) {
       filled = true;  // announced alone, as Advise does
       const auto t = std::chrono::steady_clock::now();
       posix_fadvise(fd, from, to - from, POSIX_FADV_WILLNEED);
-      announce_seconds +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-      announced++;
+      const bool slow = Seconds(t) > kColdHintSeconds;
+      announced[index] = announced[index] || slow;
     } else if (cached != 1) {
       bool done = false, announce = true;
       const int64_t p0 = from / kPieceBytes * kPieceBytes;
@@ -1289,9 +1318,9 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
           const auto t = std::chrono::steady_clock::now();
           done = madvise(at + std::max(p, from) / page * page - p0, page, kPopulateRead) == 0;
           if (!done) break;  // errno is the fault's
-          fault_seconds +=
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-          faults++;
+          const bool cold_fault = Seconds(t) > kColdFaultSeconds;
+          probed[index] = probed[index] || cold_fault;
+          if (cold_fault) filled = true;
         }
         if (!done && errno == EINVAL) FillWorks() = false;  // before Linux 5.14, or no THP
         munmap(base, len);
@@ -1301,12 +1330,11 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
     }
     Descriptors::Get().Release(file.identity);
   }
-  if (faults > 0) {
-    const bool cold_faults = fault_seconds > kColdFaultSeconds * static_cast<double>(faults);
-    PiecesCold() = cold_faults;
-    if (cold_faults) filled = true;
-  } else if (announced > 0 && announce_seconds > kColdHintSeconds * static_cast<double>(announced)) {
-    PiecesCold() = true;  // the kernel had to start reads: pieces were evicted
+  // A file is warm once a call's faults on it were all fast, and cold again
+  // once announcing one of its runs took the kernel time (pieces evicted).
+  for (const auto& [index, cold_fault] : probed) WarmFiles::Get().Set(files[index].identity, !cold_fault);
+  for (const auto& [index, slow] : announced) {
+    if (slow) WarmFiles::Get().Set(files[index].identity, false);
   }
   return filled ? SecondsPerRun(start, runs.size()) : 0;
 }

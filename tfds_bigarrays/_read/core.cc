@@ -1279,12 +1279,14 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
   const int64_t frame = layout.frame_bytes;
   const int64_t page = sysconf(_SC_PAGESIZE);
   bool filled = false;
-  // Per file of the runs that could not be asked about: faults (all fast,
-  // or not) or announcements (whether one took the kernel time).
-  std::map<int64_t, bool> probed, announced;
+  // Of the files that could not be asked about: whether a fault on each was
+  // slow, and which took the kernel time to announce a run.
+  std::map<int64_t, bool> probed;
+  std::set<int64_t> evicted;
   Error ignored;
   for (const Run& run : runs) {
-    const File& file = files[file_of_read[run.read]];
+    const int64_t index = file_of_read[run.read];
+    const File& file = files[index];
     const int64_t size = file.identity[2];
     const int64_t from = run.frame * frame;
     const int64_t to = std::min(size, from + run.count * frame);
@@ -1292,13 +1294,11 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
     int fd;
     if (!Descriptors::Get().Acquire(file.name, file.identity, &fd, &ignored)) continue;
     const int cached = Cached(fd, from, to);
-    const int64_t index = file_of_read[run.read];
     if (cached == -1 && WarmFiles::Get().Has(file.identity)) {
       filled = true;  // announced alone, as Advise does
       const auto t = std::chrono::steady_clock::now();
       posix_fadvise(fd, from, to - from, POSIX_FADV_WILLNEED);
-      const bool slow = Seconds(t) > kColdHintSeconds;
-      announced[index] = announced[index] || slow;
+      if (Seconds(t) > kColdHintSeconds) evicted.insert(index);
     } else if (cached != 1) {
       bool done = false, announce = true;
       const int64_t p0 = from / kPieceBytes * kPieceBytes;
@@ -1333,9 +1333,7 @@ double tbr_reader::FillPieces(const std::vector<Run>& runs) {
   // A file is warm once a call's faults on it were all fast, and cold again
   // once announcing one of its runs took the kernel time (pieces evicted).
   for (const auto& [index, cold_fault] : probed) WarmFiles::Get().Set(files[index].identity, !cold_fault);
-  for (const auto& [index, slow] : announced) {
-    if (slow) WarmFiles::Get().Set(files[index].identity, false);
-  }
+  for (const int64_t index : evicted) WarmFiles::Get().Set(files[index].identity, false);
   return filled ? SecondsPerRun(start, runs.size()) : 0;
 }
 

@@ -385,6 +385,14 @@ void HoldAcrossFork() {
                  [] { Cache::Get().mutex().unlock(); });
 }
 
+// The one `made` of a process-wide cache, as its Get() keeps it: never
+// destroyed (threads may read at exit), its lock held across fork().
+template <typename Cache>
+Cache* ForProcess(Cache* made) {
+  HoldAcrossFork<Cache>();
+  return made;
+}
+
 // Open descriptors shared by every reader of the process, keyed by file
 // identity, so that readers of one split share them and a reader never reads
 // another version of a shard. A reader holds a descriptor only while a read
@@ -393,11 +401,7 @@ void HoldAcrossFork() {
 class Descriptors {
  public:
   static Descriptors& Get() {
-    static Descriptors* cache = [] {
-      auto* made = new Descriptors;  // never destroyed: threads may read at exit
-      HoldAcrossFork<Descriptors>();
-      return made;
-    }();
+    static Descriptors* cache = ForProcess(new Descriptors);
     return *cache;
   }
 
@@ -513,11 +517,7 @@ struct Mapping {
 class Mappings {
  public:
   static Mappings& Get() {
-    static Mappings* cache = [] {
-      auto* made = new Mappings;  // never destroyed: threads may read at exit
-      HoldAcrossFork<Mappings>();
-      return made;
-    }();
+    static Mappings* cache = ForProcess(new Mappings);
     return *cache;
   }
 
@@ -997,11 +997,7 @@ std::atomic<bool>& FillWorks() {
 class WarmFiles {
  public:
   static WarmFiles& Get() {
-    static WarmFiles* files = [] {
-      auto* made = new WarmFiles;  // never destroyed: threads may read at exit
-      HoldAcrossFork<WarmFiles>();
-      return made;
-    }();
+    static WarmFiles* files = ForProcess(new WarmFiles);
     return *files;
   }
   std::mutex& mutex() { return mu_; }
@@ -1224,9 +1220,7 @@ bool tbr_reader::ReadRuns(const Run* runs, size_t n_runs, int64_t row, const Job
     row += run.count;
   }
   release();
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  slow_read = seconds * kWarmBytesPerS > static_cast<double>((row - row0) * frame);
+  slow_read = Seconds(start) * kWarmBytesPerS > static_cast<double>((row - row0) * frame);
   return true;
 }
 
